@@ -1,0 +1,275 @@
+"""Decoded tree nodes, the chunking parameters, and the byte-bounded node cache.
+
+:class:`Nodes` is what a tree reads and writes through: it sits in front of a NodeStore, keeps
+decoded nodes in an LRU bounded by bytes (shared by every tree and DB value of the store, so
+memory does not grow with database size), counts reads for tests and the query planner's
+statistics, and buffers the nodes a tree operation creates so that a whole batch edit or
+build reaches the store in few ``put_many`` calls (O(1) fsyncs per batch on the file store).
+
+Node encoding (docs/format.md section 4), a CBOR array:
+
+* leaf:     ``[0, [key, ...], [value, ...]]``
+* internal: ``[level, [last_key, ...], [child_address, ...], [subtree_count, ...]]``
+
+keys and values are byte strings, keys strictly ascending; ``level >= 1`` for internal nodes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from store.base import NodeStore
+from store.codec import address_of, decode, encode_trusted, is_address
+from store.errors import CodecError, CorruptNode, TreeError
+
+
+@dataclass(frozen=True, slots=True)
+class TreeConfig:
+    """Chunking parameters, part of a store's format: trees built with different parameters
+    have different nodes and roots. ``target`` is the mean node size the split probability
+    aims at; ``min_size``/``max_size`` are hard bounds (bytes of keys and values, approximately
+    the encoded node size)."""
+
+    target: int = 4096
+    min_size: int = 512
+    max_size: int = 16384
+
+    def __post_init__(self) -> None:
+        if not (0 < self.min_size <= self.target <= self.max_size):
+            raise TreeError(
+                f"TreeConfig needs 0 < min_size <= target <= max_size, got "
+                f"{self.min_size}/{self.target}/{self.max_size}"
+            )
+
+
+class Node:
+    """A decoded node. Treat as immutable: nodes are shared through the cache."""
+
+    __slots__ = ("address", "children", "count", "counts", "keys", "level", "size", "values")
+
+    level: int
+    keys: list[bytes]
+    values: list[bytes]  # leaves only
+    children: list[bytes]  # internal only
+    counts: list[int]  # internal only
+    count: int  # entries in this subtree
+    size: int  # encoded bytes
+    address: bytes
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.level == 0
+
+
+def make_leaf(keys: list[bytes], values: list[bytes]) -> tuple[Node, bytes]:
+    """Build a leaf node and its canonical bytes."""
+    data = encode_trusted([0, keys, values])
+    node = Node()
+    node.level = 0
+    node.keys = keys
+    node.values = values
+    node.children = []
+    node.counts = []
+    node.count = len(keys)
+    node.size = len(data)
+    node.address = address_of(data)
+    return node, data
+
+
+def make_internal(
+    level: int, keys: list[bytes], children: list[bytes], counts: list[int]
+) -> tuple[Node, bytes]:
+    """Build an internal node and its canonical bytes."""
+    data = encode_trusted([level, keys, children, counts])
+    node = Node()
+    node.level = level
+    node.keys = keys
+    node.values = []
+    node.children = children
+    node.counts = counts
+    node.count = sum(counts)
+    node.size = len(data)
+    node.address = address_of(data)
+    return node, data
+
+
+def decode_node(address: bytes, data: bytes) -> Node:
+    """Decode and validate a node's bytes (already verified against ``address`` by the store).
+    Raises CorruptNode if they are not a well-formed node."""
+    try:
+        raw: Any = decode(data)
+    except CodecError as exc:
+        raise CorruptNode(address, str(exc)) from exc
+    if not isinstance(raw, list) or not raw or type(raw[0]) is not int or raw[0] < 0:
+        raise CorruptNode(address, "not a tree node")
+    level = raw[0]
+    node = Node()
+    node.level = level
+    node.address = address
+    node.size = len(data)
+    if level == 0:
+        if len(raw) != 3:
+            raise CorruptNode(address, "leaf must have 3 fields")
+        keys, values = raw[1], raw[2]
+        if not (isinstance(keys, list) and isinstance(values, list) and len(keys) == len(values)):
+            raise CorruptNode(address, "leaf keys/values malformed")
+        if not all(type(v) is bytes for v in values):
+            raise CorruptNode(address, "leaf values must be bytes")
+        node.values, node.children, node.counts = values, [], []
+        node.count = len(keys)
+    else:
+        if len(raw) != 4:
+            raise CorruptNode(address, "internal node must have 4 fields")
+        keys, children, counts = raw[1], raw[2], raw[3]
+        if not (
+            isinstance(keys, list)
+            and isinstance(children, list)
+            and isinstance(counts, list)
+            and len(keys) == len(children) == len(counts)
+            and keys
+        ):
+            raise CorruptNode(address, "internal node fields malformed")
+        if not all(is_address(c) for c in children):
+            raise CorruptNode(address, "child is not an address")
+        if not all(type(c) is int and c > 0 for c in counts):
+            raise CorruptNode(address, "subtree counts must be positive integers")
+        node.values, node.children, node.counts = [], children, counts
+        node.count = sum(counts)
+    if not all(type(k) is bytes for k in keys):
+        raise CorruptNode(address, "keys must be bytes")
+    if any(keys[i] >= keys[i + 1] for i in range(len(keys) - 1)):
+        raise CorruptNode(address, "keys not strictly ascending")
+    node.keys = keys
+    return node
+
+
+@dataclass(slots=True)
+class NodeStats:
+    """Counters: ``reads`` = node accesses by trees (cache hits included), ``fetches`` = nodes
+    fetched from the store (cache misses), ``writes`` = new nodes handed to the store."""
+
+    reads: int = 0
+    fetches: int = 0
+    writes: int = 0
+
+    def reset(self) -> None:
+        self.reads = self.fetches = self.writes = 0
+
+
+class Nodes:
+    """Node access for trees: a byte-bounded LRU of decoded nodes over a NodeStore, plus a
+    write buffer. Call :meth:`flush` to make buffered nodes durable (tree operations flush
+    before returning)."""
+
+    def __init__(
+        self,
+        store: NodeStore,
+        config: TreeConfig | None = None,
+        *,
+        cache_bytes: int = 64 << 20,
+        flush_bytes: int = 4 << 20,
+    ) -> None:
+        self.store = store
+        self.config = config or TreeConfig()
+        self.cache_bytes = cache_bytes
+        self.flush_bytes = flush_bytes
+        self.stats = NodeStats()
+        self._cache: OrderedDict[bytes, Node] = OrderedDict()
+        self._cached_bytes = 0
+        self._pending: dict[bytes, bytes] = {}
+        self._pending_nodes: dict[bytes, Node] = {}
+        self._pending_bytes = 0
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def peek(self, address: bytes) -> Node | None:
+        """The node if it is cached or pending, without I/O."""
+        node = self._cache.get(address)
+        if node is None:
+            return self._pending_nodes.get(address)
+        return node
+
+    async def load(self, address: bytes) -> Node:
+        """The decoded node at ``address`` (NodeNotFound / CorruptNode from the store)."""
+        self.stats.reads += 1
+        node = self._cache.get(address)
+        if node is not None:
+            self._cache.move_to_end(address)
+            return node
+        node = self._pending_nodes.get(address)
+        if node is not None:
+            return node
+        data = await self.store.get(address)
+        self.stats.fetches += 1
+        node = decode_node(address, data)
+        self._remember(node)
+        return node
+
+    async def load_many(self, addresses: Iterable[bytes]) -> list[Node]:
+        """Decoded nodes for ``addresses`` in order, fetching the uncached ones in one batch."""
+        addresses = list(addresses)
+        self.stats.reads += len(addresses)
+        absent = [a for a in addresses if self.peek(a) is None]
+        if absent:
+            fetched = await self.store.get_many(absent)
+            self.stats.fetches += len(fetched)
+            for address, data in fetched.items():
+                self._remember(decode_node(address, data))
+        out = []
+        for address in addresses:
+            node = self.peek(address)
+            if node is None:  # evicted already: only if the cache is tiny
+                node = decode_node(address, await self.store.get(address))
+            out.append(node)
+        return out
+
+    def _remember(self, node: Node) -> None:
+        cache = self._cache
+        if node.address in cache:
+            return
+        cache[node.address] = node
+        # decoded nodes take several times their encoded size in Python objects
+        self._cached_bytes += node.size * 3
+        while self._cached_bytes > self.cache_bytes and len(cache) > 1:
+            _, old = cache.popitem(last=False)
+            self._cached_bytes -= old.size * 3
+
+    @property
+    def cached_bytes(self) -> int:
+        """Estimated bytes held by the cache (3x the encoded size of each cached node)."""
+        return self._cached_bytes
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def add(self, node: Node, data: bytes) -> None:
+        """Buffer a new node for the next :meth:`flush`."""
+        if node.address in self._pending or node.address in self._cache:
+            return
+        self._pending[node.address] = data
+        self._pending_nodes[node.address] = node
+        self._pending_bytes += len(data)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    async def flush(self) -> None:
+        """Write every buffered node to the store in one ``put_many``."""
+        if not self._pending:
+            return
+        batch = self._pending
+        nodes = self._pending_nodes
+        await self.store.put_many(batch)
+        self.stats.writes += len(batch)
+        self._pending = {}
+        self._pending_nodes = {}
+        self._pending_bytes = 0
+        for node in nodes.values():
+            self._remember(node)
+
+    async def maybe_flush(self) -> None:
+        if self._pending_bytes >= self.flush_bytes:
+            await self.flush()

@@ -1,0 +1,775 @@
+"""The prolly tree: a history-independent, content-addressed B-tree (docs/format.md section 4).
+
+The same set of ``(key, value)`` byte pairs always yields the same nodes and the same root
+address, whatever order of inserts, deletes, batches or merges produced it. That is what makes
+snapshot equality O(1) (compare roots), diffs O(d log n) (skip equal subtrees) and sync cheap
+(peers share every unchanged node).
+
+**Where nodes end** (the chunker, after Dolt's key splitter). Items are added to the current
+node one by one; after adding an item of ``n`` bytes to a node that held ``s`` bytes, the node
+ends there with probability
+
+    p = (F(s + n) - F(s)) / (1 - F(s)),    F(x) = 1 - exp(-(x / lam) ** 4)
+
+(the Weibull CDF with shape k=4, conditioned on not having ended before), decided by comparing
+``xxh3_64(key, seed=level)`` with ``p * 2**64``. Only the key is hashed, never the value, so
+changing a value never moves a boundary; the per-level seed keeps the levels independent.
+``lam = target / Gamma(1 + 1/4)`` makes ``target`` the mean node size. The Weibull shape makes
+sizes cluster around the target (a plain "hash < 1/target" rule gives a geometric distribution
+with many tiny and some huge nodes); k=4 is Dolt's choice, not something we tuned. On top, a node
+never ends below ``min_size`` bytes and always ends at ``max_size``.
+
+Since the decision depends only on the items since the node's start, every boundary is a function
+of the sorted content alone: the tree is a pure function of its item set.
+
+**Levels.** Level 0 holds the items. Level L+1 holds one entry per level-L node: its last key,
+its address and its subtree count, chunked by the same rule (seed L+1, entry size = key + 40).
+The root is the first level that has a single node; the empty tree is the empty leaf.
+
+**Batch edits** re-chunk only the touched region: starting at the node holding the first edited
+key (a boundary in the old tree, so the chunker starts there fresh), merge old items with edits
+until the new boundaries line up with an old boundary again; from there on the old nodes are
+reused. The replaced nodes become edits of the level above, and so on up to the root.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any
+
+import xxhash
+
+from store.errors import TreeError
+from store.nodes import Node, Nodes, TreeConfig, make_internal, make_leaf
+
+__all__ = ["Tree", "TreeConfig", "diff", "new_nodes"]
+
+_K = 4  # Weibull shape
+_TWO64 = float(1 << 64)
+_INTERNAL_ENTRY = 40  # address (33) + count + CBOR overhead, approximately
+_LEAF_ENTRY = 2  # CBOR heads of key and value, approximately
+
+# (last key, address, subtree count) of a node, as its parent holds it
+Ref = tuple[bytes, bytes, int]
+
+_hash = xxhash.xxh3_64_intdigest
+
+
+class _Level:
+    """Accumulates the entries of one level and cuts them into nodes."""
+
+    __slots__ = ("a", "c", "inv_lam", "keys", "level", "max", "min", "nodes", "seed", "size")
+
+    def __init__(self, nodes: Nodes, level: int) -> None:
+        config = nodes.config
+        self.nodes = nodes
+        self.level = level
+        self.seed = level
+        self.min = config.min_size
+        self.max = config.max_size
+        self.inv_lam = math.gamma(1 + 1 / _K) / config.target
+        self.keys: list[bytes] = []
+        self.a: list[Any] = []  # values (leaf) or child addresses (internal)
+        self.c: list[int] = []  # subtree counts (internal)
+        self.size = 0
+
+    def _ends(self, key: bytes, n: int) -> bool:
+        s0 = self.size
+        s1 = s0 + n
+        self.size = s1
+        if s1 < self.min:
+            return False
+        if s1 >= self.max:
+            return True
+        x0 = s0 * self.inv_lam
+        x1 = s1 * self.inv_lam
+        p = -math.expm1((x0 * x0) * (x0 * x0) - (x1 * x1) * (x1 * x1))
+        return _hash(key, self.seed) < p * _TWO64
+
+    def push_item(self, key: bytes, value: bytes) -> Ref | None:
+        self.keys.append(key)
+        self.a.append(value)
+        if self._ends(key, len(key) + len(value) + _LEAF_ENTRY):
+            return self.close()
+        return None
+
+    def push_ref(self, key: bytes, address: bytes, count: int) -> Ref | None:
+        self.keys.append(key)
+        self.a.append(address)
+        self.c.append(count)
+        if self._ends(key, len(key) + _INTERNAL_ENTRY):
+            return self.close()
+        return None
+
+    @property
+    def empty(self) -> bool:
+        return not self.keys
+
+    def close(self) -> Ref | None:
+        """End the current node (if it has entries): store it, return its ref."""
+        keys = self.keys
+        if not keys:
+            return None
+        if self.level == 0:
+            node, data = make_leaf(keys, self.a)
+        else:
+            node, data = make_internal(self.level, keys, self.a, self.c)
+        self.nodes.add(node, data)
+        self.keys, self.a, self.c, self.size = [], [], [], 0
+        return (keys[-1], node.address, node.count)
+
+
+def _chunk_refs(nodes: Nodes, refs: list[Ref], level: int) -> list[Ref]:
+    """Cut a whole level of refs into nodes at ``level``; return the new level's refs."""
+    out: list[Ref] = []
+    lvl = _Level(nodes, level)
+    for key, address, count in refs:
+        r = lvl.push_ref(key, address, count)
+        if r is not None:
+            out.append(r)
+    r = lvl.close()
+    if r is not None:
+        out.append(r)
+    return out
+
+
+class _Cursor:
+    """Walks the nodes of one level of a tree, left to right, remembering the path."""
+
+    __slots__ = ("level", "node", "nodes", "path", "root")
+
+    def __init__(self, nodes: Nodes, root: Node, level: int) -> None:
+        self.nodes = nodes
+        self.root = root
+        self.level = level
+        self.path: list[list[Any]] = []  # [node, child index] from the root down
+        self.node = root
+
+    async def seek(self, key: bytes) -> None:
+        """Position on the level's node that holds ``key`` (or would: the first node whose
+        last key is >= key, else the last node)."""
+        node = self.root
+        path: list[list[Any]] = []
+        while node.level > self.level:
+            i = bisect_left(node.keys, key)
+            if i == len(node.keys):
+                i -= 1
+            path.append([node, i])
+            node = await self.nodes.load(node.children[i])
+        self.path = path
+        self.node = node
+
+    def is_last(self) -> bool:
+        return all(i == len(n.children) - 1 for n, i in self.path)
+
+    async def next(self) -> bool:
+        """Move to the next node of the level; False at the end."""
+        path = self.path
+        depth = len(path) - 1
+        while depth >= 0 and path[depth][1] == len(path[depth][0].children) - 1:
+            depth -= 1
+        if depth < 0:
+            return False
+        path[depth][1] += 1
+        node = await self.nodes.load(path[depth][0].children[path[depth][1]])
+        del path[depth + 1 :]
+        while node.level > self.level:
+            path.append([node, 0])
+            node = await self.nodes.load(node.children[0])
+        self.node = node
+        return True
+
+
+def _check_pair(key: object, value: object) -> None:
+    if type(key) is not bytes:
+        raise TreeError(f"tree keys must be bytes, got {type(key).__name__}: {key!r:.60}")
+    if value is not None and type(value) is not bytes:
+        raise TreeError(
+            f"tree values must be bytes (or None to delete), got {type(value).__name__} "
+            f"for key {key!r:.60}"
+        )
+
+
+class Tree:
+    """An immutable prolly tree value: a root address and the :class:`Nodes` it lives in.
+
+    Equal (and equally hashed) iff the roots are equal, which holds iff the contents are equal.
+    Operations that change the tree return a new Tree; buffered nodes are flushed to the store
+    before they return, so the new root is durable when you get it.
+    """
+
+    __slots__ = ("nodes", "root")
+
+    def __init__(self, nodes: Nodes, root: bytes) -> None:
+        self.nodes = nodes
+        self.root = root
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Tree) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __repr__(self) -> str:
+        return f"Tree({self.root.hex()[:16]}...)"
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    async def empty(cls, nodes: Nodes) -> Tree:
+        """The empty tree (its root, the empty leaf, is stored)."""
+        node, data = make_leaf([], [])
+        nodes.add(node, data)
+        await nodes.flush()
+        return cls(nodes, node.address)
+
+    @classmethod
+    async def build(
+        cls,
+        nodes: Nodes,
+        items: Iterable[tuple[bytes, bytes]] | AsyncIterable[tuple[bytes, bytes]],
+    ) -> Tree:
+        """Build a tree from items in strictly ascending key order, streaming: memory stays
+        bounded by the node write buffer whatever the number of items. Raises TreeError on
+        unsorted or duplicate keys or non-bytes keys/values."""
+        levels: list[_Level] = [_Level(nodes, 0)]
+        emitted = [0]
+        last_ref: list[Ref | None] = [None]
+
+        def feed(ref: Ref, level: int) -> None:
+            while True:
+                if level == len(levels):
+                    levels.append(_Level(nodes, level))
+                    emitted.append(0)
+                    last_ref.append(None)
+                out = levels[level].push_ref(*ref)
+                if out is None:
+                    return
+                emitted[level] += 1
+                last_ref[level] = out
+                ref = out
+                level += 1
+
+        leaf = levels[0]
+        prev: bytes | None = None
+        flush_at = nodes.flush_bytes
+
+        def take(key: bytes, value: bytes) -> None:
+            nonlocal prev
+            if type(key) is not bytes or type(value) is not bytes:
+                _check_pair(key, value)
+                if value is None:
+                    raise TreeError(f"build: value for key {key!r:.60} is None")
+            if prev is not None and key <= prev:
+                raise TreeError(f"build: keys not strictly ascending at {key!r:.60}")
+            prev = key
+            out = leaf.push_item(key, value)
+            if out is not None:
+                emitted[0] += 1
+                last_ref[0] = out
+                feed(out, 1)
+
+        if isinstance(items, AsyncIterable):
+            async for key, value in items:
+                take(key, value)
+                if nodes.pending_bytes >= flush_at:
+                    await nodes.flush()
+        else:
+            for key, value in items:
+                take(key, value)
+                if nodes.pending_bytes >= flush_at:
+                    await nodes.flush()
+
+        level = 0
+        while True:
+            out = levels[level].close()
+            if out is not None:
+                emitted[level] += 1
+                last_ref[level] = out
+            if emitted[level] == 0:  # no items at all
+                return await cls.empty(nodes)
+            if emitted[level] == 1:
+                ref = last_ref[level]
+                assert ref is not None
+                await nodes.flush()
+                return cls(nodes, ref[1])
+            if out is not None:
+                feed(out, level + 1)
+            level += 1
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _root(self) -> Node:
+        return await self.nodes.load(self.root)
+
+    async def get(self, key: bytes) -> bytes | None:
+        """The value stored under ``key``, or None."""
+        load = self.nodes.load
+        node = await load(self.root)
+        while node.level:
+            i = bisect_left(node.keys, key)
+            if i == len(node.keys):
+                return None
+            node = await load(node.children[i])
+        keys = node.keys
+        i = bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            return node.values[i]
+        return None
+
+    async def count(self) -> int:
+        """Number of items (from the root's subtree counts: one node read)."""
+        return (await self._root()).count
+
+    async def height(self) -> int:
+        """Number of levels (1 for a single leaf)."""
+        return (await self._root()).level + 1
+
+    async def _rank(self, key: bytes, inclusive: bool) -> int:
+        """Number of items with key < ``key`` (or <= when ``inclusive``)."""
+        load = self.nodes.load
+        node = await load(self.root)
+        rank = 0
+        while node.level:
+            i = bisect_left(node.keys, key)
+            if i == len(node.keys):
+                return rank + node.count
+            rank += sum(node.counts[:i])
+            node = await load(node.children[i])
+        pos = bisect_right(node.keys, key) if inclusive else bisect_left(node.keys, key)
+        return rank + pos
+
+    async def count_range(
+        self,
+        lo: bytes | None = None,
+        hi: bytes | None = None,
+        *,
+        lo_inclusive: bool = True,
+        hi_inclusive: bool = False,
+    ) -> int:
+        """Number of items in the key range, in O(log n) node reads (subtree counts)."""
+        upper = await self.count() if hi is None else await self._rank(hi, hi_inclusive)
+        lower = 0 if lo is None else await self._rank(lo, not lo_inclusive)
+        return max(0, upper - lower)
+
+    async def scan(
+        self,
+        lo: bytes | None = None,
+        hi: bytes | None = None,
+        *,
+        lo_inclusive: bool = True,
+        hi_inclusive: bool = False,
+        reverse: bool = False,
+    ) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        """Items with ``lo <= key < hi`` (inclusiveness per the flags; None = unbounded), in
+        ascending order, or descending with ``reverse``. Yields lists (one per leaf touched),
+        loading nodes lazily, so there is one await per leaf, not per item."""
+        if reverse:
+            async for batch in self._scan_backward(lo, hi, lo_inclusive, hi_inclusive):
+                yield batch
+        else:
+            async for batch in self._scan_forward(lo, hi, lo_inclusive, hi_inclusive):
+                yield batch
+
+    async def items(
+        self, lo: bytes | None = None, hi: bytes | None = None, **flags: bool
+    ) -> list[tuple[bytes, bytes]]:
+        """All items of :meth:`scan` as one list."""
+        out: list[tuple[bytes, bytes]] = []
+        async for batch in self.scan(lo, hi, **flags):
+            out.extend(batch)
+        return out
+
+    async def _prefetch(self, parent: Node, start: int, hi: bytes | None, reverse: bool) -> None:
+        """Load the leaves of ``parent`` that the scan will visit in one store round trip."""
+        children = parent.children
+        if reverse:
+            stop = 0 if hi is None else bisect_left(parent.keys, hi)
+            first = max(stop, start - 63)
+            want = children[first : start + 1]
+        else:
+            end = len(children) if hi is None else bisect_left(parent.keys, hi) + 1
+            want = children[start : min(end, start + 64)]
+        if len(want) > 1 and any(self.nodes.peek(a) is None for a in want):
+            await self.nodes.load_many(want)
+
+    async def _scan_forward(
+        self, lo: bytes | None, hi: bytes | None, lo_inc: bool, hi_inc: bool
+    ) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        load = self.nodes.load
+        node = await load(self.root)
+        path: list[list[Any]] = []
+        while node.level:
+            i = 0 if lo is None else bisect_left(node.keys, lo)
+            if i == len(node.keys):
+                return
+            path.append([node, i])
+            if node.level == 1:
+                await self._prefetch(node, i, hi, False)
+            node = await load(node.children[i])
+        if lo is None:
+            start = 0
+        else:
+            start = bisect_left(node.keys, lo) if lo_inc else bisect_right(node.keys, lo)
+        while True:
+            keys = node.keys
+            if hi is None:
+                end = len(keys)
+            else:
+                end = bisect_right(keys, hi) if hi_inc else bisect_left(keys, hi)
+            if start < end:
+                yield list(zip(keys[start:end], node.values[start:end], strict=True))
+            if end < len(keys):
+                return
+            # next leaf
+            depth = len(path) - 1
+            while depth >= 0 and path[depth][1] == len(path[depth][0].children) - 1:
+                depth -= 1
+            if depth < 0:
+                return
+            path[depth][1] += 1
+            del path[depth + 1 :]
+            parent, i = path[depth]
+            if parent.level == 1:
+                await self._prefetch(parent, i, hi, False)
+            node = await load(parent.children[i])
+            while node.level:
+                path.append([node, 0])
+                if node.level == 1:
+                    await self._prefetch(node, 0, hi, False)
+                node = await load(node.children[0])
+            start = 0
+
+    async def _scan_backward(
+        self, lo: bytes | None, hi: bytes | None, lo_inc: bool, hi_inc: bool
+    ) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+        load = self.nodes.load
+        node = await load(self.root)
+        path: list[list[Any]] = []
+        while node.level:
+            if hi is None:
+                i = len(node.keys) - 1
+            else:
+                i = min(bisect_left(node.keys, hi), len(node.keys) - 1)
+            path.append([node, i])
+            if node.level == 1:
+                await self._prefetch(node, i, lo, True)
+            node = await load(node.children[i])
+        keys = node.keys
+        if hi is None:
+            end = len(keys)
+        else:
+            end = bisect_right(keys, hi) if hi_inc else bisect_left(keys, hi)
+        while True:
+            keys = node.keys
+            if lo is None:
+                start = 0
+            else:
+                start = bisect_left(keys, lo) if lo_inc else bisect_right(keys, lo)
+            if start < end:
+                batch = list(zip(keys[start:end], node.values[start:end], strict=True))
+                batch.reverse()
+                yield batch
+            if start > 0:
+                return
+            depth = len(path) - 1
+            while depth >= 0 and path[depth][1] == 0:
+                depth -= 1
+            if depth < 0:
+                return
+            path[depth][1] -= 1
+            del path[depth + 1 :]
+            parent, i = path[depth]
+            if parent.level == 1:
+                await self._prefetch(parent, i, lo, True)
+            node = await load(parent.children[i])
+            while node.level:
+                last = len(node.children) - 1
+                path.append([node, last])
+                if node.level == 1:
+                    await self._prefetch(node, last, lo, True)
+                node = await load(node.children[last])
+            end = len(node.keys)
+
+    # -- editing -----------------------------------------------------------------------------
+
+    async def edit(self, edits: Iterable[tuple[bytes, bytes | None]]) -> Tree:
+        """Apply inserts/updates ``(key, value)`` and deletes ``(key, None)`` in one batch, in
+        any order (a later edit of the same key wins). Only the touched region of each level
+        is rewritten: O(k log n) node writes for k edits. Returns the new tree."""
+        batch: dict[bytes, bytes | None] = {}
+        for key, value in edits:
+            _check_pair(key, value)
+            batch[key] = value
+        if not batch:
+            return self
+        level_edits: list[tuple[bytes, Any]] = sorted(batch.items())
+        nodes = self.nodes
+        root = await nodes.load(self.root)
+        top: list[Ref] | None = None
+        for level in range(root.level + 1):
+            parent_edits, top = await self._edit_level(root, level, level_edits)
+            if level == root.level:
+                break
+            if not parent_edits:
+                return self  # the edits changed nothing
+            level_edits = parent_edits
+        if top is None:
+            return self
+        tree = await self._finish(top, root.level)
+        await nodes.flush()
+        return tree
+
+    async def _edit_level(
+        self, root: Node, level: int, edits: list[tuple[bytes, Any]]
+    ) -> tuple[list[tuple[bytes, Any]], list[Ref] | None]:
+        """Apply sorted ``edits`` to one level. Returns the edits this causes on the level
+        above (``last key -> (address, count)`` or None to remove), and, for the root's level,
+        the complete new list of refs at that level (None if nothing changed)."""
+        nodes = self.nodes
+        cursor = _Cursor(nodes, root, level)
+        parent: dict[bytes, Any] = {}
+        top: list[Ref] | None = None
+        n = len(edits)
+        ei = 0
+        leaf = level == 0
+        while ei < n:
+            await cursor.seek(edits[ei][0])
+            out = _Level(nodes, level)
+            old: list[Node] = []
+            new: list[Ref] = []
+            while True:
+                node = cursor.node
+                old.append(node)
+                last = cursor.is_last()
+                hi = None if last or not node.keys else node.keys[-1]
+                keys = node.keys
+                m = len(keys)
+                i = 0
+                # merge this node's entries with the edits that fall into it
+                while ei < n and (hi is None or edits[ei][0] <= hi):
+                    ekey, evalue = edits[ei]
+                    ei += 1
+                    while i < m and keys[i] < ekey:
+                        r = (
+                            out.push_item(keys[i], node.values[i])
+                            if leaf
+                            else out.push_ref(keys[i], node.children[i], node.counts[i])
+                        )
+                        if r is not None:
+                            new.append(r)
+                        i += 1
+                    if i < m and keys[i] == ekey:
+                        i += 1
+                    if evalue is not None:
+                        r = (
+                            out.push_item(ekey, evalue)
+                            if leaf
+                            else out.push_ref(ekey, evalue[0], evalue[1])
+                        )
+                        if r is not None:
+                            new.append(r)
+                while i < m:
+                    r = (
+                        out.push_item(keys[i], node.values[i])
+                        if leaf
+                        else out.push_ref(keys[i], node.children[i], node.counts[i])
+                    )
+                    if r is not None:
+                        new.append(r)
+                    i += 1
+                if last:
+                    r = out.close()
+                    if r is not None:
+                        new.append(r)
+                    break
+                if out.empty:
+                    break  # our boundary coincides with an old one: the rest is unchanged
+                await cursor.next()
+            if [r[1] for r in new] == [nd.address for nd in old]:
+                continue
+            if level == root.level:
+                top = new
+            for nd in old:
+                if nd.keys:
+                    parent[nd.keys[-1]] = None
+            for key, address, count in new:
+                parent[key] = (address, count)
+        return sorted(parent.items()), top
+
+    async def _finish(self, refs: list[Ref], level: int) -> Tree:
+        """Make a root from the new refs of the old root's level."""
+        nodes = self.nodes
+        if not refs:
+            node, data = make_leaf([], [])
+            nodes.add(node, data)
+            return Tree(nodes, node.address)
+        while len(refs) > 1:
+            level += 1
+            refs = _chunk_refs(nodes, refs, level)
+        address = refs[0][1]
+        node = await nodes.load(address)
+        while node.level and len(node.children) == 1:
+            node = await nodes.load(node.children[0])
+        return Tree(nodes, node.address)
+
+    # -- comparing ---------------------------------------------------------------------------
+
+    def diff(self, other: Tree) -> AsyncIterator[list[tuple[bytes, bytes | None, bytes | None]]]:
+        """Changes from ``self`` to ``other``: see :func:`diff`."""
+        return diff(self, other)
+
+    async def reachable(self) -> set[bytes]:
+        """Every node address of this tree (for GC and full sync)."""
+        seen: set[bytes] = set()
+        frontier = [self.root]
+        while frontier:
+            seen.update(frontier)
+            loaded = await self.nodes.load_many(frontier)
+            frontier = [c for nd in loaded for c in nd.children if c not in seen]
+        return seen
+
+
+# -- diff and new_nodes ----------------------------------------------------------------------
+
+
+class _Side:
+    """One side of a diff walk: a stack whose top is the next unvisited part of the tree,
+    either a subtree ``(address, level)`` or a run of leaf items ``[keys, values, pos]``."""
+
+    __slots__ = ("nodes", "stack", "visited")
+
+    def __init__(self, nodes: Nodes, root: bytes, level: int) -> None:
+        self.nodes = nodes
+        self.stack: list[Any] = [(root, level)]
+        self.visited: set[bytes] = set()
+
+    async def expand(self) -> None:
+        address, _ = self.stack.pop()
+        self.visited.add(address)
+        node = await self.nodes.load(address)
+        if node.level == 0:
+            if node.keys:
+                self.stack.append([node.keys, node.values, 0])
+        else:
+            lvl = node.level - 1
+            self.stack.extend((c, lvl) for c in reversed(node.children))
+
+
+async def _sides(a: Tree, b: Tree) -> tuple[_Side, _Side]:
+    ra = await a.nodes.load(a.root)
+    rb = await b.nodes.load(b.root)
+    return _Side(a.nodes, a.root, ra.level), _Side(b.nodes, b.root, rb.level)
+
+
+async def _walk(
+    sa: _Side, sb: _Side, want_items: bool
+) -> AsyncIterator[list[tuple[bytes, bytes | None, bytes | None]]]:
+    """Walk both trees in key order, skipping subtrees present at the same place in both;
+    yields batches of differences (only when ``want_items``: else just records visits)."""
+    out: list[tuple[bytes, bytes | None, bytes | None]] = []
+    A, B = sa.stack, sb.stack
+    while A and B:
+        fa, fb = A[-1], B[-1]
+        a_ref, b_ref = type(fa) is tuple, type(fb) is tuple
+        if a_ref and b_ref:
+            if fa[0] == fb[0]:
+                A.pop()
+                B.pop()
+            elif fa[1] > fb[1]:
+                await sa.expand()
+            elif fb[1] > fa[1]:
+                await sb.expand()
+            else:
+                await sa.expand()
+                await sb.expand()
+            continue
+        if a_ref:
+            await sa.expand()
+            continue
+        if b_ref:
+            await sb.expand()
+            continue
+        # both are runs of leaf items: merge them until one ends
+        ka, va, i = fa
+        kb, vb, j = fb
+        na, nb = len(ka), len(kb)
+        while i < na and j < nb:
+            x, y = ka[i], kb[j]
+            if x == y:
+                if va[i] != vb[j]:
+                    out.append((x, va[i], vb[j]))
+                i += 1
+                j += 1
+            elif x < y:
+                out.append((x, va[i], None))
+                i += 1
+            else:
+                out.append((y, None, vb[j]))
+                j += 1
+        if i == na:
+            A.pop()
+        else:
+            fa[2] = i
+        if j == nb:
+            B.pop()
+        else:
+            fb[2] = j
+        if len(out) >= 1024:
+            yield out
+            out = []
+    while B:  # only in b: added (every node of it is new)
+        top = B[-1]
+        if type(top) is tuple:
+            await sb.expand()
+            continue
+        B.pop()
+        kb, vb, j = top
+        out.extend((kb[x], None, vb[x]) for x in range(j, len(kb)))
+        if len(out) >= 1024:
+            yield out
+            out = []
+    while A and want_items:  # only in a: removed
+        top = A[-1]
+        if type(top) is tuple:
+            await sa.expand()
+            continue
+        A.pop()
+        ka, va, i = top
+        out.extend((ka[x], va[x], None) for x in range(i, len(ka)))
+        if len(out) >= 1024:
+            yield out
+            out = []
+    yield out
+
+
+async def diff(a: Tree, b: Tree) -> AsyncIterator[list[tuple[bytes, bytes | None, bytes | None]]]:
+    """Changes from ``a`` to ``b`` in key order, in batches of ``(key, old, new)``: ``old`` is
+    None for a key only in ``b`` (added), ``new`` is None for a key only in ``a`` (removed).
+    Equal subtrees are skipped without being loaded below their root, so the cost is
+    O(d log n) node reads for d differences."""
+    if a.root == b.root:
+        return
+    sa, sb = await _sides(a, b)
+    async for batch in _walk(sa, sb, True):
+        if batch:
+            yield batch
+
+
+async def new_nodes(a: Tree | None, b: Tree) -> set[bytes]:
+    """Addresses of the nodes reachable from ``b`` but not from ``a`` (all of ``b``'s if
+    ``a`` is None): exactly what a peer holding ``a`` needs to receive to hold ``b``.
+
+    History independence makes this a walk of the differing region only: a node of ``b`` that
+    also occurs in ``a`` covers the same keys at the same level, so the aligned walk meets it
+    on both sides (or skips it as part of an equal subtree)."""
+    if a is None:
+        return await b.reachable()
+    if a.root == b.root:
+        return set()
+    sa, sb = await _sides(a, b)
+    async for _ in _walk(sa, sb, False):
+        pass
+    return sb.visited - sa.visited
