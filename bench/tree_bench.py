@@ -26,11 +26,9 @@ from typing import Any
 
 import anyio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from store.base import open_store  # noqa: E402
-from store.nodes import Nodes  # noqa: E402
-from store.tree import Tree, diff, new_nodes  # noqa: E402
+from store.base import open_store
+from store.nodes import Nodes
+from store.tree import Tree, diff, new_nodes
 
 
 def key(i: int) -> bytes:
