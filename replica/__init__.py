@@ -2,39 +2,109 @@
 
 This module is the front door: it only re-exports. ``import replica`` is all a user needs; the
 layers are ``store`` (bytes and trees), ``query`` (Datalog), ``replica`` (the database) and
-``sync`` (replication). What exists so far is the storage foundation.
+``sync`` (replication). What exists so far: the storage foundation and the database (datoms, schema,
+transactions, DB values, commits, branches).
 """
 
 from __future__ import annotations
 
-from store.base import NodeStore, open_store
-from store.errors import (
+from replica.connection import (
+    Connection,
+    Diff,
+    TxReport,
+    connect,
+    create_database,
+    database_exists,
+    delete_database,
+    diff,
+    load_entities,
+    with_tx,
+)
+from replica.datom import Datom, Stamp
+from replica.db import DB, DatomIter, Entity
+from replica.errors import (
+    BranchError,
+    BranchExists,
+    CasFailed,
     CodecError,
     CorruptNode,
+    DatabaseExists,
+    DatabaseNotFound,
+    EntityIdError,
+    LookupRefNotFound,
     NodeNotFound,
+    NoSuchBranch,
+    NoSuchCommit,
     ReplicaError,
+    SchemaError,
     StoreClosed,
     StoreError,
+    TransactionError,
     TreeError,
+    TxDataError,
+    TxFunctionError,
+    UniqueConflict,
+    UnknownAttribute,
+    UpsertConflict,
+    ValueTypeError,
 )
+from replica.schema import Attribute, Schema
+from replica.types import Keyword, Symbol
+from store.base import NodeStore, open_store
 from store.nodes import Nodes, TreeConfig
 from store.tree import Tree, new_nodes
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DB",
+    "Attribute",
+    "BranchError",
+    "BranchExists",
+    "CasFailed",
     "CodecError",
+    "Connection",
     "CorruptNode",
+    "DatabaseExists",
+    "DatabaseNotFound",
+    "Datom",
+    "DatomIter",
+    "Diff",
+    "Entity",
+    "EntityIdError",
+    "Keyword",
+    "LookupRefNotFound",
+    "NoSuchBranch",
+    "NoSuchCommit",
     "NodeNotFound",
     "NodeStore",
     "Nodes",
     "ReplicaError",
+    "Schema",
+    "SchemaError",
+    "Stamp",
     "StoreClosed",
     "StoreError",
+    "Symbol",
+    "TransactionError",
     "Tree",
     "TreeConfig",
     "TreeError",
+    "TxDataError",
+    "TxFunctionError",
+    "TxReport",
+    "UniqueConflict",
+    "UnknownAttribute",
+    "UpsertConflict",
+    "ValueTypeError",
     "__version__",
+    "connect",
+    "create_database",
+    "database_exists",
+    "delete_database",
+    "diff",
+    "load_entities",
     "new_nodes",
     "open_store",
+    "with_tx",
 ]

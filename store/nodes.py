@@ -252,6 +252,13 @@ class Nodes:
         self._pending_nodes[node.address] = node
         self._pending_bytes += len(data)
 
+    def add_raw(self, address: bytes, data: bytes) -> None:
+        """Buffer a non-tree node (a commit, a schema) for the next :meth:`flush`; the caller
+        guarantees ``address == address_of(data)`` (the store checks it again)."""
+        if address not in self._pending:
+            self._pending[address] = data
+            self._pending_bytes += len(data)
+
     @property
     def pending_bytes(self) -> int:
         return self._pending_bytes

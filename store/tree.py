@@ -495,10 +495,16 @@ class Tree:
 
     # -- editing -----------------------------------------------------------------------------
 
-    async def edit(self, edits: Iterable[tuple[bytes, bytes | None]]) -> Tree:
+    async def edit(
+        self, edits: Iterable[tuple[bytes, bytes | None]], *, flush: bool = True
+    ) -> Tree:
         """Apply inserts/updates ``(key, value)`` and deletes ``(key, None)`` in one batch, in
         any order (a later edit of the same key wins). Only the touched region of each level
-        is rewritten: O(k log n) node writes for k edits. Returns the new tree."""
+        is rewritten: O(k log n) node writes for k edits. Returns the new tree.
+
+        With ``flush=False`` the new nodes stay in the :class:`Nodes` write buffer (readable,
+        not yet durable) so that several trees of one commit reach the store in one batch;
+        the caller must ``await nodes.flush()`` before publishing the root."""
         batch: dict[bytes, bytes | None] = {}
         for key, value in edits:
             _check_pair(key, value)
@@ -519,7 +525,8 @@ class Tree:
         if top is None:
             return self
         tree = await self._finish(top, root.level)
-        await nodes.flush()
+        if flush:
+            await nodes.flush()
         return tree
 
     async def _edit_level(

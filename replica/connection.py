@@ -1,0 +1,645 @@
+"""Connections: the only mutable thing (DESIGN.md section 5, STYLE.md item 3).
+
+A store holds one database: a ``config`` ref (format, schema flexibility, tree parameters) and
+one ref per branch, ``branches/<name>``, whose value is the sorted list of the branch's head
+commits. A transaction computes the new indexes from the branch head, writes all new nodes in
+one batch (O(1) fsyncs), then moves the branch with ``cas_ref``. If another writer (another
+process on the same store) moved the branch first, the transaction is computed again on the
+new head: optimistic concurrency, so no acknowledged write is ever lost.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from replica.commit import commit_body, decode_commit, encode_commit, schema_body
+from replica.datom import TREES, ZERO_STAMP, Datom, Stamp, decode_eavt, new_replica_id
+from replica.db import DB, Database, index_edits
+from replica.errors import (
+    BranchError,
+    BranchExists,
+    DatabaseExists,
+    DatabaseNotFound,
+    NoSuchBranch,
+    NoSuchCommit,
+    TxDataError,
+)
+from replica.schema import Schema
+from replica.tx import TxFunction, TxResult, compute_tx
+from store.base import NodeStore, check_ref_name, open_store
+from store.codec import address_of, decode, encode, is_address
+from store.errors import CodecError, StoreError
+from store.nodes import Nodes, TreeConfig
+from store.tree import Tree
+
+CONFIG_REF = "config"
+BRANCH_PREFIX = "branches/"
+DB_FORMAT = 1
+MAX_TX_RETRIES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class TxReport:
+    """What a transaction did. ``tx_data`` lists the datoms asserted and retracted."""
+
+    db_before: DB
+    db_after: DB
+    tx_data: tuple[Datom, ...]
+    tempids: Mapping[Any, int]
+    tx_meta: Mapping[str, Any] | None
+    tx: int
+
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """Datoms added and retracted between two DB values (see :func:`diff`)."""
+
+    added: tuple[Datom, ...] = field(default_factory=tuple)
+    retracted: tuple[Datom, ...] = field(default_factory=tuple)
+
+
+def encode_heads(heads: Iterable[bytes]) -> bytes:
+    return encode(sorted(set(heads)))
+
+
+def decode_heads(raw: bytes, branch: str) -> list[bytes]:
+    try:
+        heads = decode(raw)
+    except CodecError as exc:
+        raise BranchError(f"branch {branch!r} ref is corrupt: {exc}") from exc
+    if not isinstance(heads, list) or not heads or not all(is_address(h) for h in heads):
+        raise BranchError(f"branch {branch!r} ref is corrupt")
+    return heads
+
+
+def _branch_ref(name: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise BranchError(f"invalid branch name {name!r}")
+    try:
+        return check_ref_name(BRANCH_PREFIX + name)
+    except StoreError as exc:
+        raise BranchError(f"invalid branch name {name!r}") from exc
+
+
+def _parse_tx(tx_data: Any) -> Any:
+    if isinstance(tx_data, str):
+        from replica import edn
+
+        return edn.loads(tx_data)
+    return tx_data
+
+
+async def _read_config(store: NodeStore, url: str) -> dict[str, Any]:
+    raw = await store.get_ref(CONFIG_REF)
+    if raw is None:
+        raise DatabaseNotFound(url)
+    try:
+        config = decode(raw)
+    except CodecError as exc:
+        raise StoreError(f"database config at {url} is corrupt: {exc}") from exc
+    if not isinstance(config, dict) or config.get("kind") != "replica-db":
+        raise StoreError(f"{url} holds something that is not a replica database")
+    if config.get("format") != DB_FORMAT:
+        raise StoreError(f"database at {url} has format {config.get('format')!r}; we read {DB_FORMAT}")
+    return config
+
+
+async def _genesis(nodes: Nodes) -> bytes:
+    """The genesis commit (identical in every database): empty trees, empty schema."""
+    empty = await Tree.empty(nodes)
+    schema_data = encode(schema_body(Schema({})))
+    schema_addr = address_of(schema_data)
+    nodes.add_raw(schema_addr, schema_data)
+    body = commit_body([], {name: empty.root for name in TREES}, schema_addr, ZERO_STAMP, 0)
+    address, data = encode_commit(body)
+    nodes.add_raw(address, data)
+    await nodes.flush()
+    return address
+
+
+async def create_database(
+    url: str,
+    *,
+    schema: Any = None,
+    schema_flexibility: str = "write",
+    tree_config: TreeConfig | None = None,
+) -> None:
+    """Create an empty database at ``url`` (with ``schema`` transacted first, if given).
+    Raises DatabaseExists if there is one."""
+    store = await open_store(url)
+    try:
+        await _create_in(store, url, schema_flexibility, tree_config)
+        if schema:
+            conn = await _connect_store(store, url, "main", owns_store=False)
+            await conn.transact(schema)
+    finally:
+        await store.aclose()
+
+
+async def _create_in(
+    store: NodeStore, url: str, schema_flexibility: str, tree_config: TreeConfig | None
+) -> None:
+    if schema_flexibility not in ("write", "read"):
+        raise TxDataError("schema_flexibility must be 'write' or 'read'", schema_flexibility)
+    cfg = tree_config or TreeConfig()
+    nodes = Nodes(store, cfg)
+    genesis = await _genesis(nodes)
+    config = {
+        "kind": "replica-db",
+        "format": DB_FORMAT,
+        "schema_flexibility": schema_flexibility,
+        "tree": [cfg.target, cfg.min_size, cfg.max_size],
+        "genesis": genesis,
+    }
+    if await store.get_ref(CONFIG_REF) is not None:
+        raise DatabaseExists(url)
+    await store.cas_ref(BRANCH_PREFIX + "main", None, encode_heads([genesis]))
+    if not await store.cas_ref(CONFIG_REF, None, encode(config)):
+        raise DatabaseExists(url)
+
+
+async def _connect_store(
+    store: NodeStore, url: str, branch: str, owns_store: bool, cache_bytes: int = 64 << 20
+) -> Connection:
+    config = await _read_config(store, url)
+    target, lo, hi = config["tree"]
+    nodes = Nodes(store, TreeConfig(target, lo, hi), cache_bytes=cache_bytes)
+    database = Database(store, nodes, config["schema_flexibility"])
+    raw = await store.get_ref(_branch_ref(branch))
+    if raw is None:
+        raise NoSuchBranch(branch)
+    heads = decode_heads(raw, branch)
+    if len(heads) > 1:
+        raise BranchError(f"branch {branch!r} has several heads (merging: issue 5)")
+    db = await database.db_at(heads[0])
+    return Connection(url, store, database, branch, db, owns_store=owns_store)
+
+
+async def database_exists(url: str) -> bool:
+    store = await open_store(url)
+    try:
+        return await store.get_ref(CONFIG_REF) is not None
+    finally:
+        await store.aclose()
+
+
+async def delete_database(url: str) -> None:
+    """Delete every ref and node of the database at ``url``."""
+    store = await open_store(url)
+    try:
+        for name, value in (await store.list_refs()).items():
+            await store.cas_ref(name, value, None)
+        await store.delete_many(await store.list_addresses())
+    finally:
+        await store.aclose()
+
+
+class _Clock:
+    """Hybrid logical clock of one connection."""
+
+    def __init__(self) -> None:
+        self.last = ZERO_STAMP
+
+    def next(self, parent: Stamp, tx: int) -> Stamp:
+        base = max(parent, self.last)
+        stamp = base.next(tx, int(time.time() * 1000))
+        self.last = stamp
+        return stamp
+
+
+class Connection:
+    """A connection to one branch of a database. Use :func:`connect`."""
+
+    def __init__(
+        self,
+        url: str,
+        store: NodeStore,
+        database: Database,
+        branch: str,
+        db: DB,
+        owns_store: bool,
+    ) -> None:
+        self.url = url
+        self.store = store
+        self.database = database
+        self.branch_name = branch
+        self._db = db
+        self._owns_store = owns_store
+        self.replica_id = new_replica_id()
+        self._counter = 0
+        self._clock = _Clock()
+        self._lock = anyio.Lock()
+        self._listeners: dict[Any, Callable[[TxReport], Any]] = {}
+        self._streams: list[MemoryObjectSendStream[TxReport]] = []
+        self.tx_fns: dict[str, TxFunction] = {}
+        self._closed = False
+
+    # -- values ------------------------------------------------------------------------------
+
+    @property
+    def db(self) -> DB:
+        """The current DB value of the branch as this connection last saw it (no I/O);
+        :meth:`refresh` re-reads the branch head written by other processes."""
+        return self._db
+
+    @property
+    def commit_id(self) -> bytes:
+        return self._db.commit_id
+
+    @property
+    def schema(self) -> Schema:
+        return self._db.schema
+
+    async def refresh(self) -> DB:
+        heads = await self._heads(self.branch_name)
+        if heads[0] != self._db.commit_id or len(heads) > 1:
+            self._db = await self._db_of_heads(heads)
+        return self._db
+
+    async def _heads(self, branch: str) -> list[bytes]:
+        raw = await self.store.get_ref(_branch_ref(branch))
+        if raw is None:
+            raise NoSuchBranch(branch)
+        return decode_heads(raw, branch)
+
+    async def _db_of_heads(self, heads: list[bytes]) -> DB:
+        if len(heads) > 1:
+            raise BranchError(
+                f"branch {self.branch_name!r} has {len(heads)} heads; merging them is not "
+                "implemented yet (issue 5)"
+            )
+        return await self.database.db_at(heads[0])
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def _allocate(self) -> int:
+        self._counter += 1
+        return self.replica_id << 64 | self._counter
+
+    def register_tx_fn(self, name: str, fn: TxFunction) -> None:
+        """Make ``fn(db, *args)`` callable as ``["db.fn/call", name, *args]``. It returns tx
+        data; it runs locally only (never code received from a peer)."""
+        if not callable(fn):
+            raise TxDataError("transaction function must be callable", fn)
+        self.tx_fns[name] = fn
+
+    async def transact(
+        self, tx_data: Any, tx_meta: Mapping[str, Any] | None = None
+    ) -> TxReport:
+        """Apply ``tx_data`` (Python data or an EDN string) as one transaction; returns its
+        TxReport once it is durable. On error nothing is written."""
+        self._check_open()
+        tx_data = _parse_tx(tx_data)
+        ref = _branch_ref(self.branch_name)
+        async with self._lock:
+            for _ in range(MAX_TX_RETRIES):
+                raw = await self.store.get_ref(ref)
+                if raw is None:
+                    raise NoSuchBranch(self.branch_name)
+                heads = decode_heads(raw, self.branch_name)
+                if len(heads) == 1 and heads[0] == self._db.commit_id and not self._db.is_filtered:
+                    db_before = self._db
+                else:
+                    db_before = await self._db_of_heads(heads)
+                tx = self._allocate()
+                stamp = self._clock.next(db_before.stamp, tx)
+                instant = _dt.datetime.fromtimestamp(stamp.wall_ms / 1000, _dt.UTC)
+                result = await compute_tx(
+                    db_before,
+                    tx_data,
+                    tx=tx,
+                    instant=instant,
+                    allocate=self._allocate,
+                    tx_meta=tx_meta,
+                    tx_fns=self.tx_fns,
+                )
+                db_after = await write_commit(self.database, db_before, result, stamp, self.replica_id)
+                if await self.store.cas_ref(ref, raw, encode_heads([db_after.commit_id])):
+                    break
+                # another writer moved the branch: compute the transaction again on its head
+            else:
+                raise BranchError(f"gave up after {MAX_TX_RETRIES} concurrent-write retries")
+            self._db = db_after
+        report = TxReport(
+            db_before, db_after, tuple(result.datoms), result.tempids, tx_meta, tx
+        )
+        self._publish(report)
+        return report
+
+    def _publish(self, report: TxReport) -> None:
+        for callback in list(self._listeners.values()):
+            callback(report)
+        for stream in list(self._streams):
+            try:
+                stream.send_nowait(report)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._streams.remove(stream)
+
+    def listen(self, callback: Callable[[TxReport], Any], key: Any = None) -> Any:
+        """Call ``callback(report)`` after every transaction of this connection; returns the
+        key for :meth:`unlisten`."""
+        key = key if key is not None else object()
+        self._listeners[key] = callback
+        return key
+
+    def unlisten(self, key: Any) -> None:
+        self._listeners.pop(key, None)
+
+    async def reports(self) -> AsyncIterator[TxReport]:
+        """``async for report in conn.reports()``: every later transaction's report."""
+        send, receive = anyio.create_memory_object_stream[TxReport](math.inf)
+        self._streams.append(send)
+        try:
+            async with receive:
+                async for report in receive:
+                    yield report
+        finally:
+            if send in self._streams:
+                self._streams.remove(send)
+            send.close()
+
+    # -- branches ----------------------------------------------------------------------------
+
+    async def branches(self) -> list[str]:
+        refs = await self.store.list_refs()
+        return sorted(n[len(BRANCH_PREFIX) :] for n in refs if n.startswith(BRANCH_PREFIX))
+
+    async def _resolve_commit(self, from_: Any) -> bytes:
+        if from_ is None:
+            return self._db.commit_id
+        if isinstance(from_, DB):
+            return from_.commit_id
+        if isinstance(from_, bytes):
+            await self.database.commit(from_)  # raises NoSuchCommit
+            return from_
+        if isinstance(from_, str):
+            heads = await self._heads(from_)
+            if len(heads) != 1:
+                raise BranchError(f"branch {from_!r} has several heads")
+            return heads[0]
+        raise BranchError(f"cannot make a branch from {from_!r}")
+
+    async def branch(self, name: str, from_: Any = None) -> None:
+        """Create branch ``name`` at ``from_`` (a commit id, a branch name, a DB; default:
+        this connection's current commit). Raises BranchExists."""
+        commit = await self._resolve_commit(from_)
+        if not await self.store.cas_ref(_branch_ref(name), None, encode_heads([commit])):
+            raise BranchExists(name)
+
+    async def delete_branch(self, name: str) -> None:
+        if name == self.branch_name:
+            raise BranchError(f"cannot delete the branch this connection is on ({name!r})")
+        ref = _branch_ref(name)
+        raw = await self.store.get_ref(ref)
+        if raw is None:
+            raise NoSuchBranch(name)
+        if not await self.store.cas_ref(ref, raw, None):
+            raise BranchError(f"branch {name!r} changed while deleting it; try again")
+
+    async def reset_branch(self, name: str, commit: Any) -> None:
+        """Force branch ``name`` to ``commit`` (a commit id, branch name or DB)."""
+        target = await self._resolve_commit(commit)
+        ref = _branch_ref(name)
+        while True:
+            raw = await self.store.get_ref(ref)
+            if raw is None:
+                raise NoSuchBranch(name)
+            if await self.store.cas_ref(ref, raw, encode_heads([target])):
+                break
+        if name == self.branch_name:
+            self._db = await self.database.db_at(target)
+
+    async def parent_commit_ids(self, commit: bytes | None = None) -> tuple[bytes, ...]:
+        c = await self.database.commit(commit if commit is not None else self.commit_id)
+        return c.parents
+
+    async def commit_as_db(self, commit: bytes) -> DB:
+        return await self.database.db_at(commit)
+
+    async def branch_as_db(self, name: str) -> DB:
+        heads = await self._heads(name)
+        return await self._db_of_heads(heads)
+
+    async def branch_history(self, name: str | None = None) -> list[bytes]:
+        """Every commit of the branch, newest first (by stamp), the genesis commit last."""
+        heads = await self._heads(name or self.branch_name)
+        seen: set[bytes] = set()
+        order: list[tuple[Stamp, bytes]] = []
+        frontier = list(heads)
+        while frontier:
+            nxt: list[bytes] = []
+            for address in frontier:
+                if address in seen:
+                    continue
+                seen.add(address)
+                c = await self.database.commit(address)
+                order.append((c.stamp, address))
+                nxt.extend(c.parents)
+            frontier = nxt
+        order.sort(reverse=True)
+        return [a for _, a in order]
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"connection to {self.url} is closed")
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for stream in self._streams:
+            stream.close()
+        self._streams.clear()
+        if self._owns_store:
+            await self.store.aclose()
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+async def write_commit(
+    database: Database, db_before: DB, result: TxResult, stamp: Stamp, replica_id: int
+) -> DB:
+    """Write the indexes and the commit of one transaction (one batch of nodes); return the
+    DB of the new commit. The branch ref is not moved here."""
+    nodes = database.nodes
+    edits = index_edits(result.datoms, db_before.schema, stamp)
+    roots = dict(db_before.commit.roots)
+    for name, tree_edits in edits.items():
+        if tree_edits:
+            tree = Tree(nodes, roots[name])
+            roots[name] = (await tree.edit(tree_edits, flush=False)).root
+    schema_addr = db_before.commit.schema
+    if result.schema_changed:
+        data = encode(schema_body(result.schema))
+        schema_addr = address_of(data)
+        nodes.add_raw(schema_addr, data)
+        database.remember_schema(schema_addr, result.schema)
+    body = commit_body([db_before.commit_id], roots, schema_addr, stamp, replica_id)
+    address, data = encode_commit(body)
+    nodes.add_raw(address, data)
+    await nodes.flush()
+    database.remember_commit(decode_commit(address, data))
+    return await database.db_at(address)
+
+
+class _Connecting:
+    """``await connect(...)`` or ``async with connect(...) as conn``."""
+
+    def __init__(self, url: str, branch: str, create: bool, schema: Any, options: dict[str, Any]):
+        self._args = (url, branch, create, schema, options)
+        self._conn: Connection | None = None
+
+    async def _open(self) -> Connection:
+        url, branch, create, schema, options = self._args
+        cache_bytes = options.pop("cache_bytes", 64 << 20)
+        flexibility = options.pop("schema_flexibility", "write")
+        tree_config = options.pop("tree_config", None)
+        if options:
+            raise TxDataError(f"unknown connect option(s) {sorted(options)}", None)
+        store = await open_store(url)
+        try:
+            if create and await store.get_ref(CONFIG_REF) is None:
+                await _create_in(store, url, flexibility, tree_config)
+            conn = await _connect_store(store, url, branch, True, cache_bytes)
+        except BaseException:
+            await store.aclose()
+            raise
+        if schema:
+            await conn.transact(schema)
+        return conn
+
+    def __await__(self) -> Generator[Any, None, Connection]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Connection:
+        self._conn = await self._open()
+        return self._conn
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._conn is not None:
+            await self._conn.aclose()
+
+
+def connect(
+    url: str, branch: str = "main", create: bool = False, schema: Any = None, **options: Any
+) -> _Connecting:
+    """Connect to branch ``branch`` of the database at ``url``: ``conn = await connect(...)``
+    or ``async with connect(...) as conn``. ``create=True`` creates the database if absent;
+    ``schema`` (tx data) is transacted on connecting. Options: ``cache_bytes``,
+    ``schema_flexibility`` (for a database being created)."""
+    return _Connecting(url, branch, create, schema, options)
+
+
+async def diff(db_a: DB, db_b: DB) -> Diff:
+    """Datoms in ``db_b`` and not ``db_a`` (added) and the reverse (retracted), from a tree
+    diff of the eavt indexes: O(d log n) for d differences."""
+    from store.tree import diff as tree_diff
+
+    added: list[Datom] = []
+    retracted: list[Datom] = []
+    ta = Tree(db_a.database.nodes, db_a.commit.roots["eavt"])
+    tb = Tree(db_b.database.nodes, db_b.commit.roots["eavt"])
+    async for batch in tree_diff(ta, tb):
+        for key, old, new in batch:
+            if old is not None:
+                retracted.append(decode_eavt(key, old, False))
+            if new is not None:
+                added.append(decode_eavt(key, new, True))
+    return Diff(tuple(added), tuple(retracted))
+
+
+async def with_tx(db: DB, tx_data: Any, tx_meta: Mapping[str, Any] | None = None) -> TxReport:
+    """Apply ``tx_data`` to ``db`` speculatively: the returned report's ``db_after`` is a
+    full DB value, but nothing is written to the store."""
+    tx_data = _parse_tx(tx_data)
+    spec_nodes = _SpeculativeNodes(db.database.nodes)
+    database = Database(db.database.store, spec_nodes, db.database.flexibility)
+    database._commits = db.database._commits
+    database._schemas = db.database._schemas
+    base = DB(database, db.commit, db.schema)
+    replica_id = new_replica_id()
+    counter = iter(range(1, 1 << 62))
+
+    def allocate() -> int:
+        return replica_id << 64 | next(counter)
+
+    tx = allocate()
+    stamp = db.stamp.next(tx, int(time.time() * 1000))
+    instant = _dt.datetime.fromtimestamp(stamp.wall_ms / 1000, _dt.UTC)
+    result = await compute_tx(base, tx_data, tx=tx, instant=instant, allocate=allocate, tx_meta=tx_meta)
+    db_after = await write_commit(database, base, result, stamp, replica_id)
+    return TxReport(db, db_after, tuple(result.datoms), result.tempids, tx_meta, tx)
+
+
+class _SpeculativeNodes(Nodes):
+    """Nodes whose writes never reach the store: they stay buffered (and readable)."""
+
+    def __init__(self, base: Nodes) -> None:
+        super().__init__(base.store, base.config, cache_bytes=base.cache_bytes)
+        self._base = base
+
+    async def load(self, address: bytes) -> Any:
+        node = self.peek(address) or self._base.peek(address)
+        if node is not None:
+            return node
+        return await super().load(address)
+
+    async def flush(self) -> None:
+        return None
+
+    async def maybe_flush(self) -> None:
+        return None
+
+
+async def load_entities(conn: Connection, entities: Iterable[Any], batch_size: int = 10_000) -> int:
+    """Transact a large iterable of entity maps/operations in batches of ``batch_size`` (memory
+    stays bounded by one batch). Returns the number of items transacted."""
+    if batch_size < 1:
+        raise TxDataError("batch_size must be positive", batch_size)
+    count = 0
+    batch: list[Any] = []
+    for item in entities:
+        batch.append(item)
+        if len(batch) >= batch_size:
+            await conn.transact(batch)
+            count += len(batch)
+            batch = []
+    if batch:
+        await conn.transact(batch)
+        count += len(batch)
+    return count
+
+
+__all__ = [
+    "Connection",
+    "Diff",
+    "TxReport",
+    "connect",
+    "create_database",
+    "database_exists",
+    "delete_database",
+    "diff",
+    "load_entities",
+    "with_tx",
+    "write_commit",
+]
+_ = NoSuchCommit

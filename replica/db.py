@@ -1,0 +1,590 @@
+"""DB values: immutable snapshots of a database, and their views (as_of, since, history, filter).
+
+A :class:`DB` is a value: a commit (its index roots and schema) plus, for views, a time bound
+or filter. Two tasks reading the same DB always see the same thing; equality and hashing go by
+commit id and view. Reading may load nodes from the store, so reads are ``async``; building a
+view is not.
+
+Index access follows Datomic/DataScript: ``db.datoms("eavt", e, a)`` gives the datoms whose
+leading components match, in index order, from the current indexes, or, for history and
+as-of views, from the history trees (see docs/datoms.md).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from typing import Any
+
+from replica.commit import Commit, decode_commit, decode_schema
+from replica.datom import (
+    STAMP_LEN,
+    Datom,
+    Stamp,
+    attr_bytes,
+    decode_aevt,
+    decode_avet,
+    decode_eavt,
+    decode_haevt,
+    decode_heavt,
+    decode_log,
+    decode_vaet,
+    eid_bytes,
+)
+from replica.errors import NoSuchCommit, ReplicaError, TxDataError
+from replica.schema import Schema
+from replica.values import encode_value
+from store.base import NodeStore
+from store.errors import NodeNotFound
+from store.nodes import Nodes
+from store.tree import Tree
+
+_DECODERS = {"eavt": decode_eavt, "aevt": decode_aevt, "avet": decode_avet, "vaet": decode_vaet}
+
+
+def _check_time_point(t: Any) -> None:
+    if isinstance(t, bytes | Stamp) or (isinstance(t, int) and not isinstance(t, bool) and t >= 0):
+        return
+    if isinstance(t, _dt.datetime):
+        if t.tzinfo is None:
+            raise TxDataError("as_of/since need a timezone-aware datetime", t)
+        return
+    raise TxDataError("a time point is a tx id, a datetime, a commit id or a Stamp", t)
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest byte string greater than every string starting with ``prefix``."""
+    p = prefix.rstrip(b"\xff")
+    if not p:
+        return None
+    return p[:-1] + bytes((p[-1] + 1,))
+
+
+class Database:
+    """What every DB of one store shares: the store, its node cache, decoded commits and
+    schemas. Internal; users hold a Connection and DB values."""
+
+    def __init__(self, store: NodeStore, nodes: Nodes, flexibility: str) -> None:
+        self.store = store
+        self.nodes = nodes
+        self.flexibility = flexibility
+        self._commits: dict[bytes, Commit] = {}
+        self._schemas: dict[bytes, Schema] = {}
+
+    async def commit(self, address: bytes) -> Commit:
+        c = self._commits.get(address)
+        if c is None:
+            try:
+                data = await self.store.get(address)
+            except NodeNotFound as exc:
+                raise NoSuchCommit(address) from exc
+            c = decode_commit(address, data)
+            if len(self._commits) > 100_000:
+                self._commits.clear()
+            self._commits[address] = c
+        return c
+
+    async def schema(self, address: bytes) -> Schema:
+        s = self._schemas.get(address)
+        if s is None:
+            s = decode_schema(address, await self.store.get(address), self.flexibility)
+            self._schemas[address] = s
+        return s
+
+    def remember_commit(self, commit: Commit) -> None:
+        self._commits[commit.address] = commit
+
+    def remember_schema(self, address: bytes, schema: Schema) -> None:
+        self._schemas[address] = schema
+
+    async def db_at(self, address: bytes) -> DB:
+        c = await self.commit(address)
+        return DB(self, c, await self.schema(c.schema))
+
+
+class DatomIter:
+    """Datoms of an index range: ``async for d in it`` streams them, ``await it`` gives a
+    list."""
+
+    def __init__(self, gen: Callable[[], AsyncIterator[list[Datom]]]) -> None:
+        self._gen = gen
+
+    def __aiter__(self) -> AsyncIterator[Datom]:
+        return self._each()
+
+    async def _each(self) -> AsyncIterator[Datom]:
+        async for batch in self._gen():
+            for d in batch:
+                yield d
+
+    async def batches(self) -> AsyncIterator[list[Datom]]:
+        async for batch in self._gen():
+            yield batch
+
+    async def to_list(self) -> list[Datom]:
+        out: list[Datom] = []
+        async for batch in self._gen():
+            out.extend(batch)
+        return out
+
+    def __await__(self) -> Generator[Any, None, list[Datom]]:
+        return self.to_list().__await__()
+
+
+class DB:
+    """An immutable database value. See the module docstring."""
+
+    __slots__ = ("_as_of", "_filters", "_history", "_since", "_trees", "commit", "database", "schema")
+
+    def __init__(
+        self,
+        database: Database,
+        commit: Commit,
+        schema: Schema,
+        *,
+        as_of: Any = None,
+        since: Any = None,
+        history: bool = False,
+        filters: tuple[Callable[[DB, Datom], bool], ...] = (),
+    ) -> None:
+        self.database = database
+        self.commit = commit
+        self.schema = schema
+        self._as_of = as_of
+        self._since = since
+        self._history = history
+        self._filters = filters
+        nodes = database.nodes
+        self._trees = {name: Tree(nodes, root) for name, root in commit.roots.items()}
+
+    # -- identity ----------------------------------------------------------------------------
+
+    @property
+    def commit_id(self) -> bytes:
+        """The address of the commit this DB is a snapshot of."""
+        return self.commit.address
+
+    @property
+    def parent_commit_ids(self) -> tuple[bytes, ...]:
+        return self.commit.parents
+
+    @property
+    def max_tx(self) -> int:
+        """The id of the last transaction in this snapshot (0 for an empty database)."""
+        return self.commit.tx
+
+    @property
+    def stamp(self) -> Stamp:
+        return self.commit.stamp
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.commit.address, self._as_of, self._since, self._history, self._filters)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DB) and other._key() == self._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        view = []
+        if self._as_of is not None:
+            view.append("as-of")
+        if self._since is not None:
+            view.append("since")
+        if self._history:
+            view.append("history")
+        if self._filters:
+            view.append("filtered")
+        extra = f" ({', '.join(view)})" if view else ""
+        return f"<DB commit {self.commit.address.hex()[:16]}{extra}>"
+
+    # -- views -------------------------------------------------------------------------------
+
+    def _view(self, **changes: Any) -> DB:
+        args: dict[str, Any] = {
+            "as_of": self._as_of,
+            "since": self._since,
+            "history": self._history,
+            "filters": self._filters,
+        }
+        args.update(changes)
+        return DB(self.database, self.commit, self.schema, **args)
+
+    @property
+    def history(self) -> DB:
+        """Every assertion and retraction (``added`` tells which)."""
+        return self._view(history=True)
+
+    @property
+    def is_history(self) -> bool:
+        return self._history
+
+    @property
+    def is_filtered(self) -> bool:
+        return bool(self._filters)
+
+    def filter(self, pred: Callable[[DB, Datom], bool]) -> DB:
+        """A view keeping only the datoms for which ``pred(db, datom)`` is true."""
+        if not callable(pred):
+            raise TxDataError("filter needs a callable pred(db, datom)", pred)
+        return self._view(filters=(*self._filters, pred))
+
+    def as_of(self, t: Any) -> DB:
+        """The database as it was at ``t``: the datoms of every transaction stamped at or
+        before ``t`` (a tx id, an aware datetime, a commit id or a Stamp). Resolved at the
+        first read; an unknown tx id or commit raises then."""
+        _check_time_point(t)
+        return self._view(as_of=t)
+
+    def since(self, t: Any) -> DB:
+        """Only the datoms of transactions stamped after ``t`` (same kinds as as_of)."""
+        _check_time_point(t)
+        return self._view(since=t)
+
+    async def _stamp_bound(self, t: Any) -> bytes | None:
+        """A time point as stamp bytes, an inclusive bound compared with datom stamps."""
+        if t is None:
+            return None
+        if isinstance(t, bytes):
+            return (await self.database.commit(t)).stamp.encode()
+        if isinstance(t, Stamp):
+            return t.encode()
+        if isinstance(t, _dt.datetime):
+            ms = int(t.timestamp() * 1000)
+            return Stamp(ms, 0xFFFFFFFF, 0).encode()[:12] + b"\xff" * 16
+        if t == 0:
+            return Stamp(0, 0, 0).encode()
+        stamp = await self.tx_stamp(t)
+        if stamp is None:
+            raise TxDataError("no transaction with this id in the database", t)
+        return stamp.encode()
+
+    async def tx_stamp(self, tx: int) -> Stamp | None:
+        """The clock stamp of transaction ``tx`` (from its db/txInstant datom)."""
+        prefix = eid_bytes(tx) + attr_bytes("db/txInstant")
+        async for batch in self._trees["heavt"].scan(prefix, prefix_end(prefix)):
+            for key, _ in batch:
+                return Stamp.decode(key, len(key) - 1 - STAMP_LEN)
+        return None
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _components(self, index: str, components: tuple[Any, ...]) -> bytes:
+        """Key prefix for leading components of ``index``."""
+        if index not in _DECODERS:
+            raise TxDataError("index must be one of eavt, aevt, avet, vaet", index)
+        order = {"eavt": "eav", "aevt": "aev", "avet": "ave", "vaet": "vae"}[index]
+        if len(components) > 3:
+            raise TxDataError("at most 3 components (the tx is not part of the key)", components)
+        attr = None
+        for kind, c in zip(order, components, strict=False):
+            if kind == "a":
+                attr = c
+        parts = []
+        for kind, c in zip(order, components, strict=False):
+            if kind == "e":
+                if not isinstance(c, int) or isinstance(c, bool) or c < 0:
+                    raise TxDataError("entity component must be an entity id", c)
+                parts.append(eid_bytes(c))
+            elif kind == "a":
+                if not isinstance(c, str):
+                    raise TxDataError("attribute component must be a keyword", c)
+                parts.append(attr_bytes(c[1:] if c.startswith(":") else c))
+            elif index == "vaet":
+                parts.append(eid_bytes(c))
+            else:
+                parts.append(encode_value(self._coerce_v(attr, c)))
+        return b"".join(parts)
+
+    def _coerce_v(self, attr: str | None, v: Any) -> Any:
+        if attr is None:
+            return v
+        a = self.schema.get(attr[1:] if attr.startswith(":") else attr)
+        if a is None or a.is_ref or a.value_type is None:
+            return v
+        from replica.schema import coerce_scalar, coerce_tuple
+
+        try:
+            if a.value_type == "db.type/tuple":
+                return coerce_tuple(v, a)
+            return coerce_scalar(v, a.value_type, a.ident)
+        except ReplicaError:
+            return v
+
+    def datoms(self, index: str, *components: Any) -> DatomIter:
+        """Datoms of ``index`` ("eavt", "aevt", "avet", "vaet") whose leading components
+        equal ``components``, in index order."""
+        prefix = self._components(index, components)
+        return DatomIter(lambda: self._range(index, prefix, prefix_end(prefix), False))
+
+    def seek_datoms(self, index: str, *components: Any) -> DatomIter:
+        """Datoms of ``index`` from the first at or after ``components`` to the end."""
+        prefix = self._components(index, components)
+        return DatomIter(lambda: self._range(index, prefix, None, False))
+
+    def rseek_datoms(self, index: str, *components: Any) -> DatomIter:
+        """Datoms of ``index`` from ``components`` (inclusive of its prefix) backwards."""
+        prefix = self._components(index, components)
+        return DatomIter(lambda: self._range(index, None, prefix_end(prefix), True))
+
+    def index_range(self, attr: str, start: Any = None, end: Any = None) -> DatomIter:
+        """AVET datoms of ``attr`` with ``start <= v <= end`` (None = unbounded), by value."""
+        base = attr_bytes(attr[1:] if attr.startswith(":") else attr)
+        lo = base if start is None else base + encode_value(self._coerce_v(attr, start))
+        if end is None:
+            hi = prefix_end(base)
+        else:
+            hi = prefix_end(base + encode_value(self._coerce_v(attr, end)))
+        return DatomIter(lambda: self._range("avet", lo, hi, False))
+
+    async def count_datoms(self, index: str, *components: Any) -> int:
+        """How many datoms match (O(log n) from subtree counts; exact for current DBs,
+        an upper bound for views)."""
+        prefix = self._components(index, components)
+        name = index
+        if self._history or self._as_of is not None:
+            name = "heavt" if index == "eavt" else "haevt"
+            if index in ("avet", "vaet"):
+                return await self._trees[name].count()
+        return await self._trees[name].count_range(prefix, prefix_end(prefix))
+
+    async def _range(
+        self, index: str, lo: bytes | None, hi: bytes | None, reverse: bool
+    ) -> AsyncIterator[list[Datom]]:
+        if self._history or self._as_of is not None:
+            source = self._temporal(index, lo, hi, reverse)
+        else:
+            source = self._current(index, lo, hi, reverse)
+        filters = self._filters
+        async for batch in source:
+            if filters:
+                batch = [d for d in batch if all(f(self, d) for f in filters)]
+            if batch:
+                yield batch
+
+    async def _current(
+        self, index: str, lo: bytes | None, hi: bytes | None, reverse: bool
+    ) -> AsyncIterator[list[Datom]]:
+        decode = _DECODERS[index]
+        since = await self._stamp_bound(self._since)
+        async for batch in self._trees[index].scan(lo, hi, reverse=reverse):
+            if since is None:
+                yield [decode(k, v) for k, v in batch]
+            else:
+                yield [decode(k, v) for k, v in batch if v > since]
+
+    async def _temporal(
+        self, index: str, lo: bytes | None, hi: bytes | None, reverse: bool
+    ) -> AsyncIterator[list[Datom]]:
+        """History or as-of datoms, from the history trees (eavt/aevt order); avet and vaet
+        are computed from haevt/heavt and sorted (slower; documented)."""
+        if index in ("eavt", "aevt"):
+            async for batch in self._temporal_tree(index, lo, hi, reverse):
+                yield batch
+            return
+        # avet / vaet: gather by attribute (avet) or everything (vaet), then order
+        all_datoms: list[Datom] = []
+        async for batch in self._temporal_tree("aevt", None, None, False):
+            all_datoms.extend(batch)
+        keyed = []
+        for d in all_datoms:
+            if index == "avet":
+                key = attr_bytes(d.a) + encode_value(d.v) + eid_bytes(d.e)
+            else:
+                a = self.schema.get(d.a)
+                if a is None or not a.is_ref:
+                    continue
+                key = eid_bytes(d.v) + attr_bytes(d.a) + eid_bytes(d.e)
+            if (lo is None or key >= lo) and (hi is None or key < hi):
+                keyed.append((key, d.tx, d))
+        keyed.sort(key=lambda x: (x[0], x[1]), reverse=reverse)
+        if keyed:
+            yield [d for _, _, d in keyed]
+
+    async def _temporal_tree(
+        self, index: str, lo: bytes | None, hi: bytes | None, reverse: bool
+    ) -> AsyncIterator[list[Datom]]:
+        name = "heavt" if index == "eavt" else "haevt"
+        decode = decode_heavt if index == "eavt" else decode_haevt
+        upper = await self._stamp_bound(self._as_of)
+        lower = await self._stamp_bound(self._since)
+        history = self._history
+        pending: tuple[bytes, Datom | None] | None = None  # as-of: latest op of a group
+        async for batch in self._trees[name].scan(lo, hi, reverse=reverse):
+            out: list[Datom] = []
+            for key, _ in batch:
+                d, stamp = decode(key)
+                if upper is not None and stamp > upper:
+                    continue
+                if history:
+                    if lower is None or stamp > lower:
+                        out.append(d)
+                    continue
+                group = key[: len(key) - 1 - STAMP_LEN]
+                keep = d if d.added and (lower is None or stamp > lower) else None
+                if pending is None or pending[0] != group:
+                    if pending is not None and pending[1] is not None:
+                        out.append(pending[1])
+                    pending = (group, keep)
+                elif not reverse:
+                    pending = (group, keep)  # later stamp wins going forwards
+            if out:
+                yield out
+        if pending is not None and pending[1] is not None:
+            yield [pending[1]]
+
+    def tx_range(self, start: Any = None, end: Any = None) -> AsyncIterator[tuple[int, list[Datom]]]:
+        """Transactions from the log in stamp order, as ``(tx, datoms)``; ``start``/``end``
+        are Stamps, datetimes or None (end exclusive)."""
+        return self._tx_range(start, end)
+
+    async def _tx_range(self, start: Any, end: Any) -> AsyncIterator[tuple[int, list[Datom]]]:
+        lo = await self._stamp_key(start)
+        hi = await self._stamp_key(end)
+        current: int | None = None
+        datoms: list[Datom] = []
+        async for batch in self._trees["log"].scan(lo, hi):
+            for key, _ in batch:
+                d, _stamp = decode_log(key)
+                if d.tx != current:
+                    if current is not None:
+                        yield current, datoms
+                    current, datoms = d.tx, []
+                datoms.append(d)
+        if current is not None:
+            yield current, datoms
+
+    async def _stamp_key(self, t: Any) -> bytes | None:
+        if isinstance(t, _dt.datetime):
+            return Stamp(int(t.timestamp() * 1000), 0, 0).encode()
+        if t is not None:
+            _check_time_point(t)
+        return await self._stamp_bound(t)
+
+    def entity(self, eid: int) -> Entity:
+        """A lazy entity: attributes are read when asked for."""
+        return Entity(self, eid)
+
+    # -- lookups for the transactor ------------------------------------------------------
+
+    async def _eav(self, e: int, a: str | None) -> list[Datom]:
+        prefix = eid_bytes(e) if a is None else eid_bytes(e) + attr_bytes(a)
+        out: list[Datom] = []
+        async for batch in self._trees["eavt"].scan(prefix, prefix_end(prefix)):
+            out.extend(decode_eavt(k, v) for k, v in batch)
+        return out
+
+    async def _owner_of(self, a: str, v: Any) -> int | None:
+        prefix = attr_bytes(a) + encode_value(v)
+        async for batch in self._trees["avet"].scan(prefix, prefix_end(prefix)):
+            for k, _ in batch:
+                return int.from_bytes(k[len(prefix) : len(prefix) + 16], "big")
+        return None
+
+    async def _refs_to(self, e: int) -> list[Datom]:
+        prefix = eid_bytes(e)
+        out: list[Datom] = []
+        async for batch in self._trees["vaet"].scan(prefix, prefix_end(prefix)):
+            out.extend(decode_vaet(k, v) for k, v in batch)
+        return out
+
+    async def _has_duplicate_values(self, a: str) -> bool:
+        prefix = attr_bytes(a)
+        last: bytes | None = None
+        async for batch in self._trees["avet"].scan(prefix, prefix_end(prefix)):
+            for k, _ in batch:
+                vpart = k[: len(k) - 16]
+                if vpart == last:
+                    return True
+                last = vpart
+        return False
+
+    async def _has_multi_values(self, a: str) -> bool:
+        prefix = attr_bytes(a)
+        last: int | None = None
+        async for batch in self._trees["aevt"].scan(prefix, prefix_end(prefix)):
+            for k, _ in batch:
+                e = int.from_bytes(k[len(prefix) : len(prefix) + 16], "big")
+                if e == last:
+                    return True
+                last = e
+        return False
+
+
+class Entity:
+    """A lazy view of one entity in one DB. Equal when eid and DB are equal."""
+
+    __slots__ = ("_cache", "db", "eid")
+
+    def __init__(self, db: DB, eid: int) -> None:
+        self.db = db
+        self.eid = eid
+        self._cache: dict[str, Any] | None = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Entity) and other.eid == self.eid and other.db == self.db
+
+    def __hash__(self) -> int:
+        return hash((self.eid, self.db))
+
+    def __repr__(self) -> str:
+        return f"<Entity {self.eid}>"
+
+    async def touch(self) -> dict[str, Any]:
+        """All attributes of the entity: one value for cardinality one, a set for many,
+        refs as Entity objects."""
+        if self._cache is None:
+            out: dict[str, Any] = {}
+            async for d in self.db.datoms("eavt", self.eid):
+                a = self.db.schema.attribute(d.a)
+                v = Entity(self.db, d.v) if a is not None and a.is_ref else d.v
+                if a is not None and a.many:
+                    out.setdefault(d.a, set()).add(v)
+                else:
+                    out[d.a] = v
+            self._cache = out
+        return dict(self._cache)
+
+    async def get(self, attr: str, default: Any = None) -> Any:
+        """The value of ``attr`` (``"ns/_name"`` follows a ref backwards: a set of Entity)."""
+        ns, _, name = attr.rpartition("/")
+        if name.startswith("_"):
+            forward = f"{ns}/{name[1:]}"
+            found = {Entity(self.db, d.e) async for d in self.db.datoms("vaet", self.eid, forward)}
+            return found or default
+        return (await self.touch()).get(attr, default)
+
+
+def index_edits(
+    datoms: Iterable[Datom], schema: Schema, stamp: Stamp
+) -> dict[str, list[tuple[bytes, bytes | None]]]:
+    """Tree edits that record ``datoms`` (one transaction's) in every index."""
+    sb = stamp.encode()
+    edits: dict[str, list[tuple[bytes, bytes | None]]] = {
+        "eavt": [], "aevt": [], "avet": [], "vaet": [], "heavt": [], "haevt": [], "log": []
+    }  # fmt: skip
+    eavt, aevt, avet, vaet = edits["eavt"], edits["aevt"], edits["avet"], edits["vaet"]
+    heavt, haevt, log = edits["heavt"], edits["haevt"], edits["log"]
+    refs = schema.refs
+    for d in datoms:
+        eb = eid_bytes(d.e)
+        ab = attr_bytes(d.a)
+        vb = encode_value(d.v)
+        val = sb if d.added else None
+        eavt.append((eb + ab + vb, val))
+        aevt.append((ab + eb + vb, val))
+        avet.append((ab + vb + eb, val))
+        if d.a in refs:
+            vaet.append((eid_bytes(d.v) + ab + eb, val))
+        a = schema.get(d.a)
+        if a is not None and a.no_history:
+            continue
+        op = b"\x01" if d.added else b"\x00"
+        heavt.append((eb + ab + vb + sb + op, b""))
+        haevt.append((ab + eb + vb + sb + op, b""))
+        log.append((sb + eb + ab + vb + op, b""))
+    return edits
+
+
+__all__ = ["DB", "Database", "DatomIter", "Entity", "index_edits", "prefix_end"]
