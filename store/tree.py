@@ -99,7 +99,10 @@ class _Level:
         self.keys.append(key)
         self.a.append(address)
         self.c.append(count)
-        if self._ends(key, len(key) + _INTERNAL_ENTRY):
+        # an internal node never ends with a single entry (only the level's last node may
+        # hold one): otherwise keys near max_size would end a node per entry at every
+        # level and the tree would never converge to a root
+        if self._ends(key, len(key) + _INTERNAL_ENTRY) and len(self.keys) > 1:
             return self.close()
         return None
 
