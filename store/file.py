@@ -1,0 +1,1215 @@
+"""Durable directory node store: ``file:///abs/path`` (DESIGN.md section 3; the embedded default).
+
+Nodes live in append-only *segment* files, written in batches; refs are small files replaced
+atomically under an ``flock`` lock, so ``cas_ref`` is atomic across processes. Several processes
+may open one directory at once: each appends only to segments it created itself, and a store
+object refreshes its in-memory index from disk when a read or ``missing`` misses and in
+``list_addresses``, so it sees nodes other processes wrote.
+
+Costs, counted in :attr:`FileStore.stats` (``fsyncs`` counts every fsync/fdatasync issued):
+a ``put_many`` is one ``pwrite`` and one ``fdatasync`` whatever its size (plus one fsync of
+``nodes/`` when it starts a new segment, plus two when it first seals the previous one); nodes
+already indexed are skipped, and a batch of nothing new costs nothing. A successful
+``cas_ref`` costs two (the temporary file, the directory; one if the value is unchanged or
+deleted), a failed one none.
+
+On-disk layout, format version 1 (docs/format.md cites this; integers are big-endian)
+=================================================================================
+
+``<root>/FORMAT``
+    UTF-8 JSON ``{"format": "replica-file-store", "version": 1}`` and a newline, written first
+    when the store is created (as ``.FORMAT.tmp-<random>``, fsync, rename, fsync of ``<root>``).
+    Opening a directory whose FORMAT says anything else, or a non-empty directory without
+    FORMAT, is a StoreError; nothing is written into it.
+
+``<root>/nodes/<writer>-<seq>.seg``: a segment
+    ``<writer>`` is 16 lowercase hex digits, random per opened store object; ``<seq>`` is 6
+    decimal digits counting that object's segments from 000001. Only the object that created a
+    segment ever writes to it, and only by appending. The file is:
+
+    * an 8-byte header ``b"RPLSEG\\x00\\x01"`` (magic, format version 1);
+    * then batches, each one or more *node records* followed by one *commit record*:
+
+      - node record:   ``0x4E ("N") | u32 data length | 33-byte address | data``
+        (38 bytes + data; the address is a version-1 address, first byte 0x01);
+      - commit record: ``0x43 ("C") | u32 number of node records in the batch | u64 byte
+        length of those node records | u64 XXH3-64 (seed 0) of those bytes`` (21 bytes).
+
+    A batch counts only if its commit record is present and matches (count, length and
+    checksum), so a batch torn by a crash (short, zero-filled or garbage tail) is never
+    indexed: nothing partially written becomes visible. A scan stops at the first batch that
+    does not parse or verify, with one exception: a batch that parses but fails its checksum
+    and is *followed* by a valid batch cannot be a torn tail (a writer syncs each batch before
+    the next), so it is on-disk damage; its nodes are indexed and reading a damaged one raises
+    CorruptNode instead of calling it absent. Every read checks the record header (tag,
+    length, address) and the SHA-256 of the data against the address (CorruptNode). A node
+    may sit in several segments (two writers stored it); any copy serves.
+
+    The writer holds ``flock(LOCK_EX)`` on its segment as long as it writes it. It creates
+    the segment as ``nodes/.tmp-<writer>-<seq>.seg``, locks it, then renames it, so a segment
+    is never visible unlocked while its writer may still append. Its first batch (with the
+    header) is followed by an fsync of ``nodes/``.
+
+``<root>/nodes/<writer>-<seq>.idx``: a segment is *sealed* when this exists
+    ``b"RPLIDX\\x00\\x01" | u64 valid end (segment bytes covered by the entries) | u64 entry
+    count | (33-byte address | u64 offset of the node record | u32 data length) * count |
+    u64 XXH3-64 of all the preceding bytes``. Written atomically (``nodes/.tmp-<random>-<name>``,
+    fsync, rename, fsync of ``nodes/``) by the writer before it releases the lock: when its
+    segment reaches ``segment_size`` (default 32 MiB) or ``segment_records`` (default 100 000
+    nodes), or when the store object is closed. An unsealed segment that nobody has locked
+    belongs to a writer that died: the first store object to see it takes the lock, scans it
+    once, writes its ``.idx`` (or deletes the segment if no batch in it verified), and
+    releases the lock. Opening therefore reads ``.idx`` files and scans only the segments of
+    writers that crashed since (each at most ``segment_size`` + one batch) and of writers
+    still alive in other processes. A damaged ``.idx`` (bad magic, size or checksum) is
+    replaced by a scan. ``.idx`` files without their segment are ignored.
+
+``<root>/refs/<sha256 hex of the ref name>.ref``: one file per ref
+    ``b"RPLREF\\x00\\x01" | u16 name length | name (ASCII) | u32 value length | value |
+    u64 XXH3-64 of all the preceding bytes``. Hashed file names give every valid ref name
+    (``a/b``, ``a//b``, ``/x``, ``main`` next to ``main/feature``) its own flat file, also on
+    case-insensitive file systems; the name inside lets ``list_refs`` recover it. A ref is set
+    by writing ``refs/.tmp-<random>``, fsync, rename over the ref file, fsync of ``refs/``;
+    deleted by unlink and fsync of ``refs/``. A damaged ref file is a StoreError.
+
+``<root>/refs/.lock``
+    Empty. ``cas_ref`` holds ``flock(LOCK_EX)`` on it around read, compare and write (a lock
+    that dies with its holder, even on SIGKILL). Temporary ref files exist only under this
+    lock, so opening (holding it) deletes any ``refs/.tmp-*``; ``nodes/.tmp-*`` and
+    ``.FORMAT.tmp-*`` older than 10 minutes are deleted too.
+
+GC (``delete_many``) seals this object's segment, then copies the surviving records of every
+segment holding a deleted address (any copy of it) into new segments, each written and fsynced
+with its ``.idx`` renamed into place before the segment itself, fsyncs ``nodes/``, and only then
+unlinks the old segments and their ``.idx``. It is maintenance: run it while no other process
+writes (a deleted address in a segment another live process is still writing is a StoreError
+rather than a lost write). Other store objects notice vanished segments and rebuild their index.
+
+The store relies on POSIX ``flock``, ``rename`` and ``fsync`` semantics of a local file system
+(not NFS). On macOS ``F_FULLFSYNC`` is used for file syncs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import re
+import secrets
+import stat
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import aiofiles.os
+import anyio
+import anyio.lowlevel
+import xxhash
+
+from store.base import check_address, check_batch, check_ref_name, check_ref_value, verify_node
+from store.codec import is_address
+from store.errors import CorruptNode, NodeNotFound, StoreClosed, StoreError
+
+FORMAT_FILE = "FORMAT"
+FORMAT_NAME = "replica-file-store"
+FORMAT_VERSION = 1
+NODES_DIR = "nodes"
+REFS_DIR = "refs"
+LOCK_FILE = ".lock"
+TMP_PREFIX = ".tmp-"
+
+SEGMENT_MAGIC = b"RPLSEG\x00\x01"
+INDEX_MAGIC = b"RPLIDX\x00\x01"
+REF_MAGIC = b"RPLREF\x00\x01"
+NODE_TAG = 0x4E  # "N"
+COMMIT_TAG = 0x43  # "C"
+
+_NODE_HEAD = struct.Struct(">BI33s")  # tag, data length, address: 38 bytes
+_COMMIT = struct.Struct(">BIQQ")  # tag, record count, records length, xxh3-64: 21 bytes
+_IDX_HEAD = struct.Struct(">8sQQ")  # magic, valid end, count
+_IDX_ENTRY = struct.Struct(">33sQI")  # address, record offset, data length: 45 bytes
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+DEFAULT_SEGMENT_SIZE = 32 * 1024 * 1024
+DEFAULT_SEGMENT_RECORDS = 100_000
+MAX_NODE_SIZE = 0xFFFFFFFF
+STALE_TEMP_SECONDS = 600.0
+
+_SEGMENT_NAME = re.compile(r"^[0-9a-f]{16}-[0-9]{6}\.seg$")
+
+# Index values pack (segment id, record offset, data length) into one int (compact in memory).
+_OFF_SHIFT = 32
+_SEG_SHIFT = 72
+_LEN_MASK = (1 << 32) - 1
+_OFF_MASK = (1 << 40) - 1
+
+_T = TypeVar("_T")
+Entry = tuple[bytes, int, int]  # address, record offset, data length
+
+
+def _xxh(data: bytes | bytearray | memoryview) -> int:
+    return int(xxhash.xxh3_64_intdigest(data))
+
+
+def _idx_name(segment: str) -> str:
+    return segment[: -len(".seg")] + ".idx"
+
+
+# ------------------------------------------------------------------------------ batch parsing
+
+_OK, _BADSUM, _BROKEN = 0, 1, 2
+
+
+def _parse_batch(buf: memoryview, p: int, base: int) -> tuple[int, list[Entry], int]:
+    """Parse the batch starting at ``buf[p]`` (``base`` = file offset of ``buf[0]``).
+
+    Returns (status, entries, end). _BROKEN: incomplete or structurally invalid (a torn tail,
+    or a live writer's batch not fully written yet); _BADSUM: structure intact, checksum wrong.
+    """
+    entries: list[Entry] = []
+    q, n = p, len(buf)
+    head = _NODE_HEAD.size
+    while q < n:
+        tag = buf[q]
+        if tag == NODE_TAG:
+            if q + head > n:
+                break
+            _, length, address = _NODE_HEAD.unpack_from(buf, q)
+            if not is_address(address) or q + head + length > n:
+                break
+            entries.append((address, base + q, length))
+            q += head + length
+        elif tag == COMMIT_TAG:
+            if q + _COMMIT.size > n:
+                break
+            _, count, records_len, checksum = _COMMIT.unpack_from(buf, q)
+            if count == 0 or count != len(entries) or records_len != q - p:
+                break
+            end = q + _COMMIT.size
+            if _xxh(buf[p:q]) != checksum:
+                return _BADSUM, entries, end
+            return _OK, entries, end
+        else:
+            break
+    return _BROKEN, [], p
+
+
+def _parse_batches(buf: memoryview, base: int) -> tuple[list[Entry], int]:
+    """Entries of the valid batches at the start of ``buf``, and how many bytes they span."""
+    out: list[Entry] = []
+    p = 0
+    while p < len(buf):
+        status, entries, end = _parse_batch(buf, p, base)
+        if status == _BADSUM:
+            # Damage, not a torn tail, if a valid batch follows: keep its nodes (reads of the
+            # damaged ones raise CorruptNode). Otherwise it is the tail: stop before it.
+            if _parse_batch(buf, end, base)[0] != _OK:
+                break
+        elif status != _OK:
+            break
+        out.extend(entries)
+        p = end
+    return out, p
+
+
+def _encode_batch(nodes: list[tuple[bytes, bytes]], start: int) -> tuple[bytes, list[Entry]]:
+    """One batch (node records + commit record) to be written at file offset ``start``."""
+    parts: list[bytes] = []
+    entries: list[Entry] = []
+    hasher = xxhash.xxh3_64()
+    pos = start
+    records_len = 0
+    for address, data in nodes:
+        head = _NODE_HEAD.pack(NODE_TAG, len(data), address)
+        parts.append(head)
+        parts.append(data)
+        hasher.update(head)
+        hasher.update(data)
+        entries.append((address, pos, len(data)))
+        size = len(head) + len(data)
+        pos += size
+        records_len += size
+    parts.append(_COMMIT.pack(COMMIT_TAG, len(nodes), records_len, int(hasher.intdigest())))
+    return b"".join(parts), entries
+
+
+def _encode_ref(name: str, value: bytes) -> bytes:
+    raw = name.encode("ascii")
+    body = b"".join((REF_MAGIC, _U16.pack(len(raw)), raw, _U32.pack(len(value)), value))
+    return body + _U64.pack(_xxh(body))
+
+
+def _decode_ref(raw: bytes) -> tuple[str, bytes] | None:
+    """(name, value) of a ref file's bytes, or None if they are damaged."""
+    if len(raw) < 8 + 2 + 4 + 8 or raw[:8] != REF_MAGIC:
+        return None
+    if _U64.unpack_from(raw, len(raw) - 8)[0] != _xxh(memoryview(raw)[:-8]):
+        return None
+    (name_len,) = _U16.unpack_from(raw, 8)
+    p = 10 + name_len
+    if p + 4 > len(raw) - 8:
+        return None
+    (value_len,) = _U32.unpack_from(raw, p)
+    if p + 4 + value_len != len(raw) - 8:
+        return None
+    try:
+        name = raw[10:p].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return name, raw[p + 4 : p + 4 + value_len]
+
+
+def _ref_file(name: str) -> str:
+    return hashlib.sha256(name.encode("ascii")).hexdigest() + ".ref"
+
+
+# ------------------------------------------------------------------------------- low-level I/O
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    chunks: list[bytes] = []
+    while size > 0:
+        chunk = os.pread(fd, min(size, 1 << 30), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@dataclass
+class _Segment:
+    id: int
+    name: str
+    sealed: bool
+    scan_pos: int = 0  # unsealed segments of other writers: where the next scan starts
+    count: int = 0  # entries this segment contributed when it was (last) loaded
+
+
+@dataclass
+class _Writer:
+    """The segment this store object appends to (it holds the segment's flock)."""
+
+    seg: _Segment
+    fd: int
+    end: int = 0  # offset after the last durable batch
+    entries: list[Entry] = field(default_factory=list)
+    dir_synced: bool = False
+    broken: bool = False  # a write or sync failed: never append here again
+
+
+class _Core:
+    """All state and all blocking work of a FileStore. Every method runs in an executor thread.
+
+    Mutating methods (open, refresh, append, delete, close) are serialized by FileStore's
+    mutex. Reads run concurrently with them: the loop only does single dict lookups in
+    ``index`` and ``seg_names``, and those are only changed by ``dict.update``/``pop`` (atomic
+    under the GIL) or by swapping in a new dict.
+    """
+
+    def __init__(self, root: str, segment_size: int, segment_records: int) -> None:
+        self.root = root
+        self.nodes_dir = os.path.join(root, NODES_DIR)
+        self.refs_dir = os.path.join(root, REFS_DIR)
+        self.segment_size = segment_size
+        self.segment_records = segment_records
+        self.index: dict[bytes, int] = {}
+        self.segments: dict[str, _Segment] = {}
+        self.seg_names: dict[int, str] = {}
+        self.writer: _Writer | None = None
+        self.writer_id = secrets.token_hex(8)
+        self.lock_fd = -1
+        self._ids = itertools.count(1)
+        self._seq = 0
+        self._stats_lock = threading.Lock()
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "fsyncs",
+                "batches",
+                "nodes_written",
+                "bytes_written",
+                "segments_created",
+                "segments_sealed",
+                "segments_repaired",
+                "torn_tails",
+                "segments_loaded",
+                "scanned_bytes",
+                "refreshes",
+                "cas",
+            ),
+            0,
+        )
+
+    # ---------------------------------------------------------------------------- helpers
+
+    def _where(self) -> str:
+        return f"file store {self.root}"
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[key] += n
+
+    def _sync_fd(self, fd: int) -> None:
+        self._count("fsyncs")
+        full = getattr(fcntl, "F_FULLFSYNC", None)  # macOS: fsync does not reach the platter
+        if full is not None:
+            try:
+                fcntl.fcntl(fd, full)
+                return
+            except OSError:
+                pass
+        if hasattr(os, "fdatasync"):
+            os.fdatasync(fd)
+        else:  # pragma: no cover - platforms without fdatasync
+            os.fsync(fd)
+
+    def _sync_dir(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self._count("fsyncs")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _write_durably(self, path: str, data: bytes) -> None:
+        """Create ``path`` (must not exist) with ``data`` and fsync it (not its directory)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            _pwrite_all(fd, data, 0)
+            self._sync_fd(fd)
+        finally:
+            os.close(fd)
+
+    def _register(self, seg: _Segment) -> None:
+        self.segments[seg.name] = seg
+        self.seg_names[seg.id] = seg.name
+
+    def _add_entries(self, seg: _Segment, entries: list[Entry]) -> None:
+        index, base = self.index, seg.id << _SEG_SHIFT
+        index.update({a: base | (off << _OFF_SHIFT) | n for a, off, n in entries if a not in index})
+        seg.count += len(entries)
+
+    # ------------------------------------------------------------------------------- open
+
+    def open(self) -> None:
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        root = self.root
+        try:
+            st: os.stat_result | None = os.stat(root)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise StoreError(f"cannot open {self._where()}: {exc}") from exc
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"cannot open {self._where()}: {root} exists and is not a directory")
+        try:
+            if st is None:
+                created_dirs = []
+                path = root
+                while not os.path.lexists(path) and os.path.dirname(path) != path:
+                    created_dirs.append(path)
+                    path = os.path.dirname(path)
+                os.makedirs(root, exist_ok=True)
+                for path in reversed(created_dirs):  # make each new directory entry durable
+                    self._sync_dir(os.path.dirname(path))
+            self._check_or_write_format()
+            created = False
+            for sub in (self.nodes_dir, self.refs_dir):
+                try:
+                    os.mkdir(sub)
+                    created = True
+                except FileExistsError:
+                    if not os.path.isdir(sub):
+                        raise StoreError(f"{self._where()}: {sub} is not a directory") from None
+            if created:
+                self._sync_dir(root)
+            # Opening the lock file for writing is also the writability probe.
+            self.lock_fd = os.open(
+                os.path.join(self.refs_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+            )
+            self._remove_stale_temps()
+            self.refresh()
+        except OSError as exc:
+            raise StoreError(f"cannot open {self._where()}: {exc}") from exc
+
+    def _check_or_write_format(self) -> None:
+        path = os.path.join(self.root, FORMAT_FILE)
+        for _ in range(3):
+            try:
+                raw: bytes | None = _read_file(path)
+            except FileNotFoundError:
+                raw = None
+            if raw is not None:
+                self._check_format(raw)
+                return
+            names = [n for n in os.listdir(self.root) if not n.startswith(".FORMAT" + TMP_PREFIX)]
+            if FORMAT_FILE in names:
+                continue  # another process created the store meanwhile: read its FORMAT
+            if names:
+                raise StoreError(
+                    f"cannot open {self._where()}: the directory is not empty and has no "
+                    f"FORMAT file, so it is not a replica file store (refusing to write into it)"
+                )
+            doc = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+            tmp = os.path.join(self.root, f".FORMAT{TMP_PREFIX}{secrets.token_hex(8)}")
+            self._write_durably(tmp, (json.dumps(doc) + "\n").encode())
+            os.rename(tmp, path)
+            self._sync_dir(self.root)
+            return
+        raise StoreError(f"cannot open {self._where()}: FORMAT file keeps disappearing")
+
+    def _check_format(self, raw: bytes) -> None:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+            raise StoreError(
+                f"cannot open {self._where()}: its FORMAT file does not describe a "
+                f"{FORMAT_NAME!r} store: {raw[:200]!r}"
+            )
+        if doc.get("version") != FORMAT_VERSION:
+            raise StoreError(
+                f"cannot open {self._where()}: format version {doc.get('version')!r} is not "
+                f"supported (this code reads version {FORMAT_VERSION})"
+            )
+
+    def _remove_stale_temps(self) -> None:
+        # Temporary ref files exist only while their creator holds refs/.lock.
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        try:
+            for name in os.listdir(self.refs_dir):
+                if name.startswith(TMP_PREFIX):
+                    _unlink_quietly(os.path.join(self.refs_dir, name))
+        finally:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for directory, prefix in (
+            (self.nodes_dir, TMP_PREFIX),
+            (self.root, ".FORMAT" + TMP_PREFIX),
+        ):
+            for name in os.listdir(directory):
+                if name.startswith(prefix):
+                    path = os.path.join(directory, name)
+                    try:
+                        if os.stat(path).st_mtime < cutoff:
+                            os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+
+    # ------------------------------------------------------------------- index maintenance
+
+    def refresh(self) -> None:
+        """Bring the index up to date with every segment on disk."""
+        self._count("refreshes")
+        names: set[str] = set()
+        idxs: set[str] = set()
+        for name in os.listdir(self.nodes_dir):
+            if name.endswith(".seg") and _SEGMENT_NAME.match(name):
+                names.add(name)
+            elif name.endswith(".idx"):
+                idxs.add(name)
+        own = self.writer.seg.name if self.writer is not None else None
+        vanished = [n for n in self.segments if n not in names and n != own]
+        if vanished:
+            # Another process ran GC: forget those segments and rebuild the index.
+            rebuild = False
+            for name in vanished:
+                seg = self.segments.pop(name)
+                self.seg_names.pop(seg.id, None)
+                rebuild = rebuild or seg.count > 0
+            if rebuild:
+                self._rebuild_index()
+        discovered = sorted(names - self.segments.keys())
+        for name in discovered:
+            seg = _Segment(next(self._ids), name, sealed=False)
+            entries = self._read_idx(name) if _idx_name(name) in idxs else None
+            if entries is not None:
+                seg.sealed = True
+                self._register(seg)
+                self._add_entries(seg, entries)
+                self._count("segments_loaded")
+            else:
+                self._register(seg)
+                self._follow(seg)
+        for seg in list(self.segments.values()):
+            if not seg.sealed and seg.name != own and seg.name not in discovered:
+                self._follow(seg)
+
+    def _rebuild_index(self) -> None:
+        index: dict[bytes, int] = {}
+        self.index = index  # swapped whole: concurrent lookups see the old or the new one
+        for seg in list(self.segments.values()):
+            seg.count = 0
+            if self.writer is not None and seg is self.writer.seg:
+                self._add_entries(seg, self.writer.entries)
+            elif seg.sealed:
+                entries = self._read_idx(seg.name)
+                if entries is None:
+                    seg.sealed = False
+                    seg.scan_pos = 0
+                    self._follow(seg)
+                else:
+                    self._add_entries(seg, entries)
+            else:
+                seg.scan_pos = 0
+                self._follow(seg)
+
+    def _follow(self, seg: _Segment) -> None:
+        """Index new batches of an unsealed segment of another writer; seal it if that writer
+        is gone (the repair after a crash: one scan, bounded by the segment size)."""
+        path = os.path.join(self.nodes_dir, seg.name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # deleted by GC meanwhile; the next refresh forgets it
+        try:
+            if not _try_lock(fd):
+                entries, seg.scan_pos = self._scan(fd, seg.scan_pos)
+                self._add_entries(seg, entries)
+                return
+            # Nobody writes this segment any more (its writer closed or died).
+            sealed = self._read_idx(seg.name)
+            if sealed is None:
+                entries, end = self._scan(fd, 0)
+                if os.fstat(fd).st_size > end:
+                    self._count("torn_tails")  # bytes after the last valid batch: ignored
+                if entries:
+                    self._write_idx(seg.name, entries, end)
+                    self._count("segments_repaired")
+                else:
+                    os.unlink(path)  # nothing in it ever became durable and visible
+                    self.segments.pop(seg.name, None)
+                    self.seg_names.pop(seg.id, None)
+                    self._sync_dir(self.nodes_dir)
+                    return
+                sealed = entries
+            seg.sealed = True
+            seg.count = 0
+            self._add_entries(seg, sealed)
+        finally:
+            os.close(fd)  # releases the lock if we took it
+
+    def _scan(self, fd: int, start: int) -> tuple[list[Entry], int]:
+        """Valid batches from ``start`` (0 or a batch boundary) to the end of the file."""
+        size = os.fstat(fd).st_size
+        if start == 0:
+            if size < len(SEGMENT_MAGIC):
+                return [], 0
+            head = os.pread(fd, len(SEGMENT_MAGIC), 0)
+            if head != SEGMENT_MAGIC:
+                if head[:6] == SEGMENT_MAGIC[:6] and head[6:] > SEGMENT_MAGIC[6:]:
+                    raise StoreError(f"{self._where()}: a segment has a newer format: {head!r}")
+                return [], 0  # a torn header: nothing valid follows it
+            start = len(SEGMENT_MAGIC)
+        if size <= start:
+            return [], start
+        buf = _pread_all(fd, size - start, start)
+        entries, used = _parse_batches(memoryview(buf), start)
+        self._count("scanned_bytes", len(buf))
+        return entries, start + used
+
+    def _read_idx(self, segment: str) -> list[Entry] | None:
+        try:
+            raw = _read_file(os.path.join(self.nodes_dir, _idx_name(segment)))
+        except FileNotFoundError:
+            return None
+        head, tail = _IDX_HEAD.size, _U64.size
+        if len(raw) < head + tail or raw[:8] != INDEX_MAGIC:
+            return None
+        _, _, count = _IDX_HEAD.unpack_from(raw)
+        if len(raw) != head + count * _IDX_ENTRY.size + tail:
+            return None
+        view = memoryview(raw)
+        if _U64.unpack_from(raw, len(raw) - tail)[0] != _xxh(view[:-tail]):
+            return None
+        return list(_IDX_ENTRY.iter_unpack(view[head:-tail]))
+
+    def _write_idx(
+        self, segment: str, entries: list[Entry], end: int, sync_dir: bool = True
+    ) -> None:
+        parts = [_IDX_HEAD.pack(INDEX_MAGIC, end, len(entries))]
+        parts.extend(_IDX_ENTRY.pack(*entry) for entry in entries)
+        body = b"".join(parts)
+        body += _U64.pack(_xxh(body))
+        tmp = os.path.join(
+            self.nodes_dir, f"{TMP_PREFIX}{secrets.token_hex(8)}-{_idx_name(segment)}"
+        )
+        self._write_durably(tmp, body)
+        os.rename(tmp, os.path.join(self.nodes_dir, _idx_name(segment)))
+        if sync_dir:
+            self._sync_dir(self.nodes_dir)
+        self._count("segments_sealed")
+
+    def list_addresses(self) -> set[bytes]:
+        self.refresh()
+        return set(self.index)
+
+    # ------------------------------------------------------------------------------ reads
+
+    def read_many(
+        self, wanted: list[tuple[bytes, str | None, int, int]]
+    ) -> dict[bytes, bytes | None]:
+        """Read and verify records. None for a node whose segment has vanished (GC)."""
+        out: dict[bytes, bytes | None] = {}
+        fds: dict[str, int | None] = {}
+        try:
+            for address, name, offset, length in wanted:
+                if name is None:
+                    out[address] = None
+                    continue
+                if name not in fds:
+                    try:
+                        fds[name] = os.open(
+                            os.path.join(self.nodes_dir, name), os.O_RDONLY | os.O_CLOEXEC
+                        )
+                    except FileNotFoundError:
+                        fds[name] = None
+                fd = fds[name]
+                if fd is None:
+                    out[address] = None
+                    continue
+                out[address] = self._read_record(fd, name, address, offset, length)
+        except OSError as exc:
+            raise StoreError(f"{self._where()}: cannot read nodes: {exc}") from exc
+        finally:
+            for fd in fds.values():
+                if fd is not None:
+                    os.close(fd)
+        return out
+
+    def _read_record(self, fd: int, name: str, address: bytes, offset: int, length: int) -> bytes:
+        head = _NODE_HEAD.size
+        record = _pread_all(fd, head + length, offset)
+        where = f"segment {name} offset {offset}"
+        if len(record) != head + length:
+            raise CorruptNode(address, f"record truncated ({where})")
+        tag, stored_len, stored_address = _NODE_HEAD.unpack_from(record)
+        if tag != NODE_TAG or stored_len != length or stored_address != address:
+            raise CorruptNode(address, f"damaged record header ({where})")
+        data = record[head:]
+        try:
+            return verify_node(address, data)
+        except CorruptNode as exc:
+            raise CorruptNode(address, f"{exc.reason} ({where})") from None
+
+    # ----------------------------------------------------------------------------- writes
+
+    def append(self, nodes: Mapping[bytes, bytes]) -> None:
+        """Validate the whole batch, then write the absent nodes as one batch, synced."""
+        check_batch(nodes)
+        index = self.index
+        new = [(a, d) for a, d in nodes.items() if a not in index]
+        if not new:
+            return
+        for address, data in new:
+            if len(data) > MAX_NODE_SIZE:
+                raise StoreError(f"node {address.hex()} is larger than {MAX_NODE_SIZE} bytes")
+        w = self.writer
+        if w is not None and (
+            w.broken or w.end >= self.segment_size or len(w.entries) >= self.segment_records
+        ):
+            self.seal_own()
+            w = None
+        if w is None:
+            w = self._new_segment()
+        start = w.end if w.end else len(SEGMENT_MAGIC)
+        data, entries = _encode_batch(new, start)
+        if not w.end:
+            data = SEGMENT_MAGIC + data
+        try:
+            _pwrite_all(w.fd, data, w.end)
+            self._sync_fd(w.fd)
+            if not w.dir_synced:
+                self._sync_dir(self.nodes_dir)
+                w.dir_synced = True
+        except OSError as exc:
+            # Whatever reached the file after w.end is not acknowledged; never append after it.
+            w.broken = True
+            raise StoreError(f"{self._where()}: cannot write nodes: {exc}") from exc
+        w.end += len(data)
+        w.entries.extend(entries)
+        self._add_entries(w.seg, entries)
+        self._count("batches")
+        self._count("nodes_written", len(entries))
+        self._count("bytes_written", len(data))
+
+    def _new_segment(self) -> _Writer:
+        self._seq += 1
+        name = f"{self.writer_id}-{self._seq:06d}.seg"
+        tmp = os.path.join(self.nodes_dir, TMP_PREFIX + name)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            if not _try_lock(fd):  # pragma: no cover - a brand-new file nobody else knows
+                raise StoreError(f"{self._where()}: cannot lock new segment {tmp}")
+            os.rename(tmp, os.path.join(self.nodes_dir, name))
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(tmp)
+            raise
+        seg = _Segment(next(self._ids), name, sealed=False)
+        self._register(seg)
+        self.writer = _Writer(seg, fd)
+        self._count("segments_created")
+        return self.writer
+
+    def seal_own(self) -> None:
+        """Finish this object's segment: write its .idx, release its lock."""
+        w = self.writer
+        if w is None:
+            return
+        self.writer = None
+        try:
+            if w.end == 0:
+                os.unlink(os.path.join(self.nodes_dir, w.seg.name))
+                self.segments.pop(w.seg.name, None)
+                self.seg_names.pop(w.seg.id, None)
+            else:
+                self._write_idx(w.seg.name, w.entries, w.end)
+                w.seg.sealed = True
+        finally:
+            os.close(w.fd)
+
+    def delete(self, addresses: list[object]) -> None:
+        doomed = {a for a in addresses if isinstance(a, bytes) and is_address(a)}
+        if not doomed:
+            return
+        self.refresh()
+        self.seal_own()
+        plan: list[tuple[_Segment, list[Entry]]] = []
+        for seg in list(self.segments.values()):
+            entries = self._entries_of(seg)
+            if not any(a in doomed for a, _, _ in entries):
+                continue
+            if not seg.sealed:
+                raise StoreError(
+                    f"{self._where()}: cannot delete nodes from segment {seg.name}: another "
+                    f"process is still writing it (run GC while no other process writes)"
+                )
+            plan.append((seg, entries))
+        if not plan:
+            return
+        # Copy the survivors (verbatim records) into new sealed segments, durably, first.
+        kept: set[bytes] = set()
+        pending: list[tuple[bytes, bytes]] = []
+        pending_size = 0
+        for seg, entries in plan:
+            fd = os.open(os.path.join(self.nodes_dir, seg.name), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                for address, offset, length in entries:
+                    if address in doomed or address in kept:
+                        continue
+                    record = _pread_all(fd, _NODE_HEAD.size + length, offset)
+                    pending.append((address, record[_NODE_HEAD.size :]))
+                    kept.add(address)
+                    pending_size += len(record)
+                    if pending_size >= self.segment_size:
+                        self._write_sealed_segment(pending)
+                        pending, pending_size = [], 0
+            finally:
+                os.close(fd)
+        if pending:
+            self._write_sealed_segment(pending)
+        self._sync_dir(self.nodes_dir)
+        # Only then drop the old segments.
+        for seg, _ in plan:
+            _unlink_quietly(os.path.join(self.nodes_dir, _idx_name(seg.name)))
+            _unlink_quietly(os.path.join(self.nodes_dir, seg.name))
+            self.segments.pop(seg.name, None)
+            self.seg_names.pop(seg.id, None)
+        self._sync_dir(self.nodes_dir)
+        self._rebuild_index()
+
+    def _entries_of(self, seg: _Segment) -> list[Entry]:
+        if seg.sealed:
+            entries = self._read_idx(seg.name)
+            if entries is not None:
+                return entries
+        try:
+            fd = os.open(os.path.join(self.nodes_dir, seg.name), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return []
+        try:
+            return self._scan(fd, 0)[0]
+        finally:
+            os.close(fd)
+
+    def _write_sealed_segment(self, nodes: list[tuple[bytes, bytes]]) -> None:
+        """A new segment holding ``nodes`` in one batch, with its .idx (used by GC). The .idx
+        is renamed into place before the segment, so the segment is sealed when it appears."""
+        self._seq += 1
+        name = f"{self.writer_id}-{self._seq:06d}.seg"
+        body, entries = _encode_batch(nodes, len(SEGMENT_MAGIC))
+        data = SEGMENT_MAGIC + body
+        tmp = os.path.join(self.nodes_dir, TMP_PREFIX + name)
+        self._write_durably(tmp, data)
+        self._write_idx(name, entries, len(data), sync_dir=False)
+        os.rename(tmp, os.path.join(self.nodes_dir, name))
+        self._count("segments_created")
+
+    # ------------------------------------------------------------------------------- refs
+
+    def _ref_path(self, name: str) -> str:
+        return os.path.join(self.refs_dir, _ref_file(name))
+
+    def _load_ref(self, path: str, name: str | None) -> tuple[str, bytes] | None:
+        try:
+            raw = _read_file(path)
+        except FileNotFoundError:
+            return None
+        decoded = _decode_ref(raw)
+        if decoded is None or (name is not None and decoded[0] != name):
+            raise StoreError(f"{self._where()}: ref file {path} is damaged")
+        if name is None and _ref_file(decoded[0]) != os.path.basename(path):
+            raise StoreError(f"{self._where()}: ref file {path} does not match its name")
+        return decoded
+
+    def read_ref(self, name: str) -> bytes | None:
+        try:
+            loaded = self._load_ref(self._ref_path(name), name)
+        except OSError as exc:
+            raise StoreError(f"{self._where()}: cannot read ref {name!r}: {exc}") from exc
+        return None if loaded is None else loaded[1]
+
+    def cas_ref(self, name: str, expected: bytes | None, new: bytes | None) -> bool:
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            try:
+                return self._cas_locked(name, expected, new)
+            finally:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise StoreError(f"{self._where()}: cannot update ref {name!r}: {exc}") from exc
+
+    def _cas_locked(self, name: str, expected: bytes | None, new: bytes | None) -> bool:
+        self._count("cas")
+        path = self._ref_path(name)
+        loaded = self._load_ref(path, name)
+        current = None if loaded is None else loaded[1]
+        if current != expected:
+            return False
+        if new != current:
+            if new is None:
+                os.unlink(path)
+            else:
+                tmp = os.path.join(self.refs_dir, TMP_PREFIX + secrets.token_hex(8))
+                try:
+                    self._write_durably(tmp, _encode_ref(name, new))
+                    os.rename(tmp, path)
+                except BaseException:
+                    _unlink_quietly(tmp)
+                    raise
+        # Also when nothing changed: what we read may be a crashed writer's unsynced rename.
+        self._sync_dir(self.refs_dir)
+        return True
+
+    def list_refs(self) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        try:
+            for entry in os.scandir(self.refs_dir):
+                if entry.name.endswith(".ref") and not entry.name.startswith("."):
+                    loaded = self._load_ref(entry.path, None)
+                    if loaded is not None:
+                        out[loaded[0]] = loaded[1]
+        except OSError as exc:
+            raise StoreError(f"{self._where()}: cannot list refs: {exc}") from exc
+        return out
+
+    # ---------------------------------------------------------------------------- closing
+
+    def close(self, seal: bool = False) -> None:
+        """Release every file descriptor; with ``seal``, first seal this object's segment."""
+        try:
+            if seal:
+                self.seal_own()
+        finally:
+            if self.writer is not None:
+                os.close(self.writer.fd)
+                self.writer = None
+            if self.lock_fd >= 0:
+                os.close(self.lock_fd)
+                self.lock_fd = -1
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+async def _offload(where: str, fn: Callable[..., _T], *args: Any) -> _T:
+    """Run blocking ``fn(*args)`` in the loop's executor: one thread hop (aiofiles)."""
+    try:
+        return await aiofiles.os.wrap(fn)(*args)
+    except OSError as exc:
+        raise StoreError(f"{where}: I/O error: {exc}") from exc
+
+
+async def _offload_shielded(where: str, fn: Callable[..., _T], *args: Any) -> _T:
+    """:func:`_offload` that finishes even if the caller is cancelled: a write or an index
+    update must never be abandoned half-way by a thread the caller stopped waiting for."""
+    with anyio.CancelScope(shield=True):
+        result = await _offload(where, fn, *args)
+    return result
+
+
+def _path_from_url(url: object) -> str:
+    if not isinstance(url, str):
+        raise StoreError(f"file store URL must be a string, got {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        raise StoreError(f"not a file:// URL: {url!r}")
+    if parts.netloc:
+        raise StoreError(
+            f"file store URL {url!r} names a host ({parts.netloc!r}): use file:///absolute/path"
+        )
+    if parts.query or parts.fragment:
+        raise StoreError(f"file store URL {url!r}: no query or fragment is allowed")
+    path = unquote(parts.path)
+    if not path.startswith("/"):
+        raise StoreError(
+            f"file store URL {url!r}: path {path!r} is not absolute: use file:///absolute/path"
+        )
+    if "\0" in path:
+        raise StoreError(f"file store URL {url!r}: path contains a NUL character")
+    return os.path.normpath(path)
+
+
+def _int_option(options: dict[str, object], name: str, default: int, minimum: int) -> int:
+    value = options.pop(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise StoreError(f"file store option {name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+class FileStore:
+    """A durable NodeStore in a directory (see the module docstring for the on-disk layout)."""
+
+    def __init__(self, url: str, core: _Core) -> None:
+        self.url = url
+        self._core = core
+        #: Counters: fsyncs (every fsync/fdatasync issued), batches, nodes_written, ...
+        self.stats = core.stats
+        self._mutex = anyio.Lock()  # open/refresh/append/delete/close of the core
+        self._ref_lock = anyio.Lock()  # one cas_ref at a time per object (flock across them)
+        self._closed = False
+        # Incremented when a refresh starts (under the mutex). A reader that missed after
+        # seeing epoch E can skip its own refresh if one with a larger epoch has finished:
+        # that one listed the directory after the miss.
+        self._epoch = 0
+        self._where = core._where()
+
+    @classmethod
+    async def open(cls, url: str, **options: object) -> FileStore:
+        """Open (creating it if absent) the store at ``file:///abs/path``.
+
+        Options: ``segment_size`` (bytes after which a writer starts a new segment, default
+        32 MiB) and ``segment_records`` (nodes after which it does, default 100 000).
+        """
+        root = _path_from_url(url)
+        opts = dict(options)
+        segment_size = _int_option(opts, "segment_size", DEFAULT_SEGMENT_SIZE, 1)
+        segment_records = _int_option(opts, "segment_records", DEFAULT_SEGMENT_RECORDS, 1)
+        if opts:
+            raise StoreError(f"unknown file store option(s) for {url!r}: {sorted(opts)}")
+        core = _Core(root, segment_size, segment_records)
+        try:
+            await _offload_shielded(core._where(), core.open)
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except StoreError as exc:
+            core.close()
+            raise StoreError(f"{exc} (url {url!r})") from exc
+        except BaseException:
+            core.close()
+            raise
+        return cls(url, core)
+
+    def __repr__(self) -> str:
+        return f"FileStore({self.url!r})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"store {self.url} is closed")
+
+    # ------------------------------------------------------------------------------ nodes
+
+    def _locate(
+        self, addresses: list[bytes]
+    ) -> tuple[list[tuple[bytes, str | None, int, int]], list[bytes]]:
+        core = self._core
+        index, names = core.index, core.seg_names
+        found: list[tuple[bytes, str | None, int, int]] = []
+        absent: list[bytes] = []
+        for address in addresses:
+            packed = index.get(address)
+            if packed is None:
+                absent.append(address)
+            else:
+                found.append(
+                    (
+                        address,
+                        names.get(packed >> _SEG_SHIFT),
+                        (packed >> _OFF_SHIFT) & _OFF_MASK,
+                        packed & _LEN_MASK,
+                    )
+                )
+        return found, absent
+
+    async def _refresh(self, seen_epoch: int | None = None) -> None:
+        """Refresh the index from disk, unless a refresh that started after ``seen_epoch``
+        was read has finished meanwhile."""
+        async with self._mutex:
+            self._check_open()
+            if seen_epoch is not None and self._epoch > seen_epoch:
+                return
+            self._epoch += 1
+            await _offload_shielded(self._where, self._core.refresh)
+
+    async def _read(self, addresses: list[bytes]) -> dict[bytes, bytes]:
+        epoch = self._epoch
+        found, absent = self._locate(addresses)
+        if absent:
+            await self._refresh(epoch)
+            found, absent = self._locate(addresses)
+            if absent:
+                raise NodeNotFound(absent[0])
+        got = await _offload(self._where, self._core.read_many, found) if found else {}
+        vanished = [a for a, data in got.items() if data is None]
+        if vanished:  # GC (here or in another process) moved them: look again once
+            await self._refresh()
+            found, absent = self._locate(vanished)
+            if absent:
+                raise NodeNotFound(absent[0])
+            got.update(await _offload(self._where, self._core.read_many, found))
+        out: dict[bytes, bytes] = {}
+        for address in addresses:
+            data = got[address]
+            if data is None:
+                raise NodeNotFound(address)
+            out[address] = data
+        return out
+
+    async def get(self, address: bytes) -> bytes:
+        self._check_open()
+        check_address(address)
+        return (await self._read([address]))[address]
+
+    async def get_many(self, addresses: Iterable[bytes]) -> dict[bytes, bytes]:
+        self._check_open()
+        wanted: list[bytes] = []
+        for address in addresses:
+            wanted.append(check_address(address))
+        if not wanted:
+            await anyio.lowlevel.checkpoint()
+            return {}
+        return await self._read(list(dict.fromkeys(wanted)))
+
+    async def put_many(self, nodes: Mapping[bytes, bytes]) -> None:
+        self._check_open()
+        batch = dict(nodes)
+        async with self._mutex:
+            self._check_open()
+            await _offload_shielded(self._where, self._core.append, batch)
+
+    async def missing(self, addresses: Iterable[bytes]) -> set[bytes]:
+        self._check_open()
+        epoch = self._epoch
+        index = self._core.index
+        absent: list[bytes] = []
+        for address in addresses:
+            if not is_address(address):
+                check_address(address)  # raises
+            if address not in index:
+                absent.append(address)
+        if absent:
+            await self._refresh(epoch)
+            index = self._core.index
+            absent = [a for a in absent if a not in index]
+        else:
+            await anyio.lowlevel.checkpoint()
+        return set(absent)
+
+    async def list_addresses(self) -> set[bytes]:
+        self._check_open()
+        async with self._mutex:
+            self._check_open()
+            self._epoch += 1
+            addresses = await _offload_shielded(self._where, self._core.list_addresses)
+        return addresses
+
+    async def delete_many(self, addresses: Iterable[bytes]) -> None:
+        self._check_open()
+        doomed: list[object] = list(addresses)
+        async with self._mutex:
+            self._check_open()
+            self._epoch += 1
+            await _offload_shielded(self._where, self._core.delete, doomed)
+
+    # ------------------------------------------------------------------------------- refs
+
+    async def get_ref(self, name: str) -> bytes | None:
+        self._check_open()
+        check_ref_name(name)
+        return await _offload(self._where, self._core.read_ref, name)
+
+    async def cas_ref(self, name: str, expected: bytes | None, new: bytes | None) -> bool:
+        self._check_open()
+        check_ref_name(name)
+        check_ref_value(expected, "expected")
+        check_ref_value(new, "new")
+        async with self._ref_lock:
+            self._check_open()
+            return await _offload_shielded(self._where, self._core.cas_ref, name, expected, new)
+
+    async def list_refs(self) -> dict[str, bytes]:
+        self._check_open()
+        return await _offload(self._where, self._core.list_refs)
+
+    # ---------------------------------------------------------------------------- closing
+
+    async def aclose(self) -> None:
+        """Seal this object's segment (so reopening loads its index instead of scanning it)
+        and release its files and locks. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            async with self._mutex, self._ref_lock:
+                await _offload(self._where, self._core.close, True)
