@@ -10,8 +10,9 @@ def test_all_names_resolve() -> None:
         assert hasattr(replica, name), name
 
 
-def test_all_is_sorted_and_unique() -> None:
-    assert list(replica.__all__) == sorted(set(replica.__all__))
+def test_all_is_unique() -> None:
+    # (the order is ruff's RUF022 isort-style order, which ruff itself keeps)
+    assert len(set(replica.__all__)) == len(replica.__all__)
 
 
 def test_error_hierarchy() -> None:
