@@ -12,7 +12,8 @@ ends there with probability
     p = (F(s + n) - F(s)) / (1 - F(s)),    F(x) = 1 - exp(-(x / lam) ** 4)
 
 (the Weibull CDF with shape k=4, conditioned on not having ended before), decided by comparing
-``xxh3_64(key, seed=level)`` with ``p * 2**64``. Only the key is hashed, never the value, so
+``xxh3_64(key, seed=level)`` with ``p * 2**64`` in integer arithmetic over a table of
+``1 - F`` computed exactly once per configuration (see _survival_table). Only the key is hashed, never the value, so
 changing a value never moves a boundary; the per-level seed keeps the levels independent.
 ``lam = target / Gamma(1 + 1/4)`` makes ``target`` the mean node size. The Weibull shape makes
 sizes cluster around the target (a plain "hash < 1/target" rule gives a geometric distribution
@@ -34,7 +35,8 @@ reused. The replaced nodes become edits of the level above, and so on up to the 
 
 from __future__ import annotations
 
-import math
+import decimal
+import functools
 from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
@@ -46,8 +48,6 @@ from store.nodes import Node, Nodes, TreeConfig, make_internal, make_leaf
 
 __all__ = ["Tree", "TreeConfig", "diff", "new_nodes"]
 
-_K = 4  # Weibull shape
-_TWO64 = float(1 << 64)
 _INTERNAL_ENTRY = 40  # address (33) + count + CBOR overhead, approximately
 _LEAF_ENTRY = 2  # CBOR heads of key and value, approximately
 
@@ -57,10 +57,32 @@ Ref = tuple[bytes, bytes, int]
 _hash = xxhash.xxh3_64_intdigest
 
 
+# Gamma(1 + 1/4) to 30 digits: a constant, not math.gamma, so every platform agrees
+_GAMMA_1_25 = decimal.Decimal("0.906402477055477077982112016097")
+_SCALE_BITS = 96
+
+
+@functools.lru_cache(maxsize=16)
+def _survival_table(target: int, max_size: int) -> tuple[int, ...]:
+    """``S[s] = floor(2**96 * exp(-(s / lam) ** 4))`` for ``s`` in ``0..max_size``: the
+    Weibull survival function at every node size, in integers. Computed once per config with
+    ``decimal`` (correctly rounded, so identical on every platform and Python); afterwards
+    the split decision is pure integer arithmetic: no libm, no float rounding that could make
+    two peers cut the same items differently."""
+    ctx = decimal.Context(prec=50)
+    lam = decimal.Decimal(target) / _GAMMA_1_25
+    scale = decimal.Decimal(1 << _SCALE_BITS)
+    out = []
+    for size in range(max_size + 1):
+        x = ctx.divide(decimal.Decimal(size), lam)
+        out.append(int(ctx.multiply(ctx.exp(-(x**4)), scale)))
+    return tuple(out)
+
+
 class _Level:
     """Accumulates the entries of one level and cuts them into nodes."""
 
-    __slots__ = ("a", "c", "inv_lam", "keys", "level", "max", "min", "nodes", "seed", "size")
+    __slots__ = ("a", "c", "keys", "level", "max", "min", "nodes", "seed", "size", "surv")
 
     def __init__(self, nodes: Nodes, level: int) -> None:
         config = nodes.config
@@ -69,7 +91,7 @@ class _Level:
         self.seed = level
         self.min = config.min_size
         self.max = config.max_size
-        self.inv_lam = math.gamma(1 + 1 / _K) / config.target
+        self.surv = _survival_table(config.target, config.max_size)
         self.keys: list[bytes] = []
         self.a: list[Any] = []  # values (leaf) or child addresses (internal)
         self.c: list[int] = []  # subtree counts (internal)
@@ -83,10 +105,12 @@ class _Level:
             return False
         if s1 >= self.max:
             return True
-        x0 = s0 * self.inv_lam
-        x1 = s1 * self.inv_lam
-        p = -math.expm1((x0 * x0) * (x0 * x0) - (x1 * x1) * (x1 * x1))
-        return _hash(key, self.seed) < p * _TWO64
+        # end with probability p = (S(s0) - S(s1)) / S(s0): hash/2**64 < p, in integers
+        surv = self.surv
+        before = surv[s0]
+        if before == 0:
+            return True
+        return _hash(key, self.seed) * before < (before - surv[s1]) << 64
 
     def push_item(self, key: bytes, value: bytes) -> Ref | None:
         self.keys.append(key)
