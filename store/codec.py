@@ -19,6 +19,7 @@ Decoding is strict, and a fresh decoder is used per message (cbor2's ``loads``),
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,23 +92,52 @@ def encode_trusted(value: Any) -> bytes:
         raise CodecError(f"cannot encode value: {exc}") from exc
 
 
-def decode(data: bytes, *, canonical: bool = True, max_depth: int = MAX_DEPTH) -> Any:
-    """Decode one CBOR value from ``data`` strictly (see module docstring).
+def _check_decoded(value: Any) -> None:
+    """Only the value model survives decoding: no undefined/simple values, str map keys."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, _PLAIN):
+            continue
+        if type(v) is list:
+            stack.extend(v)
+        elif type(v) is dict:
+            for key in v:
+                if type(key) is not str:
+                    raise CodecError(f"map key {key!r:.60} is not a text string")
+            stack.extend(v.values())
+        else:
+            raise CodecError(f"CBOR value {v!r:.60} is outside the value model")
+
+
+def decode(
+    data: bytes, *, canonical: bool = True, max_depth: int = MAX_DEPTH, check_types: bool = True
+) -> Any:
+    """Decode one CBOR value from ``data`` strictly (see module docstring): exactly one
+    value, nothing after it. ``check_types=False`` skips the walk that rejects values outside
+    the model (undefined, simple values, byte-string map keys): only for callers that
+    validate the decoded structure themselves (tree nodes).
 
     Raises CodecError on any malformed, non-canonical (when ``canonical``) or disallowed input.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CodecError(f"expected bytes to decode, got {type(data).__name__}")
+    options: dict[str, Any] = {
+        "tag_hook": _reject_tag,
+        "semantic_decoders": _SEMANTIC_DECODERS,
+        "max_depth": max_depth,
+        "allow_indefinite": False,
+        "allow_duplicate_keys": False,
+        "strict_hashable_types": True,
+    }
     try:
-        value = cbor2.loads(
-            data,
-            tag_hook=_reject_tag,
-            semantic_decoders=_SEMANTIC_DECODERS,
-            max_depth=max_depth,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-            strict_hashable_types=True,
-        )
+        if canonical:
+            value = cbor2.loads(data, **options)
+        else:
+            stream = io.BytesIO(data)
+            value = cbor2.CBORDecoder(stream, **options).decode()
+            if stream.tell() != len(data):
+                raise CodecError(f"{len(data) - stream.tell()} bytes after the CBOR value")
     except CodecError:
         raise
     except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as exc:
@@ -123,6 +153,8 @@ def decode(data: bytes, *, canonical: bool = True, max_depth: int = MAX_DEPTH) -
             raise CodecError(f"decoded value cannot be re-encoded: {exc}") from exc
         if again != bytes(data):
             raise CodecError("CBOR is not in canonical form")
+    if check_types:
+        _check_decoded(value)
     return value
 
 
@@ -146,7 +178,9 @@ def address_to_str(address: bytes) -> str:
 
 
 def address_from_str(text: str) -> bytes:
-    """Parse the text form of an address; raises CodecError if it is not one."""
+    """Parse the text form of an address (lowercase hex); raises CodecError if it is not."""
+    if not isinstance(text, str) or text != text.lower() or text.strip() != text:
+        raise CodecError(f"not an address: {text!r:.80}")
     try:
         address = bytes.fromhex(text)
     except ValueError as exc:

@@ -100,7 +100,7 @@ def decode_node(address: bytes, data: bytes) -> Node:
     """Decode and validate a node's bytes (already verified against ``address`` by the store).
     Raises CorruptNode if they are not a well-formed node."""
     try:
-        raw: Any = decode(data)
+        raw: Any = decode(data, check_types=False)
     except CodecError as exc:
         raise CorruptNode(address, str(exc)) from exc
     if not isinstance(raw, list) or not raw or type(raw[0]) is not int or raw[0] < 0:

@@ -69,13 +69,14 @@ def _survival_table(target: int, max_size: int) -> tuple[int, ...]:
     ``decimal`` (correctly rounded, so identical on every platform and Python); afterwards
     the split decision is pure integer arithmetic: no libm, no float rounding that could make
     two peers cut the same items differently."""
-    ctx = decimal.Context(prec=50)
-    lam = decimal.Decimal(target) / _GAMMA_1_25
-    scale = decimal.Decimal(1 << _SCALE_BITS)
     out = []
-    for size in range(max_size + 1):
-        x = ctx.divide(decimal.Decimal(size), lam)
-        out.append(int(ctx.multiply(ctx.exp(-(x**4)), scale)))
+    # a private context: the process's decimal settings must not change the table
+    with decimal.localcontext(decimal.Context(prec=50)) as ctx:
+        lam = ctx.divide(decimal.Decimal(target), _GAMMA_1_25)
+        scale = decimal.Decimal(1 << _SCALE_BITS)
+        for size in range(max_size + 1):
+            x = ctx.divide(decimal.Decimal(size), lam)
+            out.append(int(ctx.multiply(ctx.exp(ctx.minus(ctx.power(x, 4))), scale)))
     return tuple(out)
 
 
