@@ -19,7 +19,7 @@ def test_readme_first_screen_has_the_two_commands() -> None:
 def test_readme_python_example_runs(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     assert blocks, "README has no python example"
-    code = blocks[0].replace("/tmp/replica-taste", str(tmp_path / "taste"))
+    code = next(b for b in blocks if "/tmp/replica-taste" in b).replace("/tmp/replica-taste", str(tmp_path / "taste"))
     code = code.replace("anyio.run(main)", "")
     namespace: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), namespace)
@@ -27,3 +27,12 @@ def test_readme_python_example_runs(tmp_path: Path, capsys) -> None:  # type: ig
     out = capsys.readouterr().out
     assert "[(b'b', b'2'), (b'c', b'3')]" in out
     assert "new nodes to ship" in out
+
+
+def test_readme_database_example_runs(capsys) -> None:  # type: ignore[no-untyped-def]
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(b for b in blocks if "replica.connect" in b).replace("anyio.run(main)", "")
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    anyio.run(namespace["main"])  # type: ignore[arg-type]
+    assert capsys.readouterr().out.split("\n")[:3] == ["[16]", "[15]", "3"]
