@@ -18,6 +18,7 @@ from typing import Any
 
 from replica.commit import Commit, decode_commit, decode_schema
 from replica.datom import (
+    MAX_EID,
     STAMP_LEN,
     Datom,
     Stamp,
@@ -50,6 +51,16 @@ def _check_time_point(t: Any) -> None:
             raise TxDataError("as_of/since need a timezone-aware datetime", t)
         return
     raise TxDataError("a time point is a tx id, a datetime, a commit id or a Stamp", t)
+
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+
+
+def _ms(t: _dt.datetime) -> int:
+    """Milliseconds since the epoch, floored, in integers (``int(t.timestamp() * 1000)`` is
+    one millisecond short for some instants, e.g. a txInstant in 2038); 0 before the epoch,
+    which no transaction's stamp is."""
+    return max(0, (t - _EPOCH) // _dt.timedelta(milliseconds=1))
 
 
 def prefix_end(prefix: bytes) -> bytes | None:
@@ -251,8 +262,7 @@ class DB:
         if isinstance(t, Stamp):
             return t.encode()
         if isinstance(t, _dt.datetime):
-            ms = int(t.timestamp() * 1000)
-            return Stamp(ms, 0xFFFFFFFF, 0).encode()[:12] + b"\xff" * 16
+            return Stamp(_ms(t), 0xFFFFFFFF, 0).encode()[:12] + b"\xff" * 16
         if t == 0:
             return Stamp(0, 0, 0).encode()
         stamp = await self.tx_stamp(t)
@@ -283,16 +293,14 @@ class DB:
                 attr = c
         parts = []
         for kind, c in zip(order, components, strict=False):
-            if kind == "e":
-                if not isinstance(c, int) or isinstance(c, bool) or c < 0:
+            if kind == "e" or (kind == "v" and index == "vaet"):  # vaet: V is an entity id
+                if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c <= MAX_EID:
                     raise TxDataError("entity component must be an entity id", c)
                 parts.append(eid_bytes(c))
             elif kind == "a":
                 if not isinstance(c, str):
                     raise TxDataError("attribute component must be a keyword", c)
                 parts.append(attr_bytes(c[1:] if c.startswith(":") else c))
-            elif index == "vaet":
-                parts.append(eid_bytes(c))
             else:
                 parts.append(encode_value(self._coerce_v(attr, c)))
         return b"".join(parts)
@@ -383,21 +391,20 @@ class DB:
             async for batch in self._temporal_tree(index, lo, hi, reverse):
                 yield batch
             return
-        # avet / vaet: gather by attribute (avet) or everything (vaet), then order
-        all_datoms: list[Datom] = []
-        async for batch in self._temporal_tree("aevt", None, None, False):
-            all_datoms.extend(batch)
+        # avet / vaet: gather by attribute (avet) or everything (vaet), then order; the
+        # same datom several times (history) in stamp order, like heavt/haevt
         keyed = []
-        for d in all_datoms:
-            if index == "avet":
-                key = attr_bytes(d.a) + encode_value(d.v) + eid_bytes(d.e)
-            else:
-                a = self.schema.get(d.a)
-                if a is None or not a.is_ref:
-                    continue
-                key = eid_bytes(d.v) + attr_bytes(d.a) + eid_bytes(d.e)
-            if (lo is None or key >= lo) and (hi is None or key < hi):
-                keyed.append((key, d.tx, d))
+        async for stamped in self._temporal_stamped("aevt", None, None, False):
+            for d, stamp in stamped:
+                if index == "avet":
+                    key = attr_bytes(d.a) + encode_value(d.v) + eid_bytes(d.e)
+                else:
+                    a = self.schema.get(d.a)
+                    if a is None or not a.is_ref:
+                        continue
+                    key = eid_bytes(d.v) + attr_bytes(d.a) + eid_bytes(d.e)
+                if (lo is None or key >= lo) and (hi is None or key < hi):
+                    keyed.append((key, stamp, d))
         keyed.sort(key=lambda x: (x[0], x[1]), reverse=reverse)
         if keyed:
             yield [d for _, _, d in keyed]
@@ -405,24 +412,32 @@ class DB:
     async def _temporal_tree(
         self, index: str, lo: bytes | None, hi: bytes | None, reverse: bool
     ) -> AsyncIterator[list[Datom]]:
+        async for batch in self._temporal_stamped(index, lo, hi, reverse):
+            yield [d for d, _ in batch]
+
+    async def _temporal_stamped(
+        self, index: str, lo: bytes | None, hi: bytes | None, reverse: bool
+    ) -> AsyncIterator[list[tuple[Datom, bytes]]]:
+        """History or as-of datoms of heavt/haevt order, each with its stamp bytes."""
         name = "heavt" if index == "eavt" else "haevt"
         decode = decode_heavt if index == "eavt" else decode_haevt
         upper = await self._stamp_bound(self._as_of)
         lower = await self._stamp_bound(self._since)
         history = self._history
-        pending: tuple[bytes, Datom | None] | None = None  # as-of: latest op of a group
+        # as-of: latest op of a group
+        pending: tuple[bytes, tuple[Datom, bytes] | None] | None = None
         async for batch in self._trees[name].scan(lo, hi, reverse=reverse):
-            out: list[Datom] = []
+            out: list[tuple[Datom, bytes]] = []
             for key, _ in batch:
                 d, stamp = decode(key)
                 if upper is not None and stamp > upper:
                     continue
                 if history:
                     if lower is None or stamp > lower:
-                        out.append(d)
+                        out.append((d, stamp))
                     continue
                 group = key[: len(key) - 1 - STAMP_LEN]
-                keep = d if d.added and (lower is None or stamp > lower) else None
+                keep = (d, stamp) if d.added and (lower is None or stamp > lower) else None
                 if pending is None or pending[0] != group:
                     if pending is not None and pending[1] is not None:
                         out.append(pending[1])
@@ -457,7 +472,7 @@ class DB:
 
     async def _stamp_key(self, t: Any) -> bytes | None:
         if isinstance(t, _dt.datetime):
-            return Stamp(int(t.timestamp() * 1000), 0, 0).encode()
+            return Stamp(_ms(t), 0, 0).encode()
         if t is not None:
             _check_time_point(t)
         return await self._stamp_bound(t)
