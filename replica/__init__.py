@@ -22,6 +22,7 @@ from replica.connection import (
 )
 from replica.datom import Datom, Stamp
 from replica.db import DB, DatomIter, Entity
+from replica.edn import EDNError
 from replica.errors import (
     BranchError,
     BranchExists,
@@ -70,6 +71,7 @@ __all__ = [
     "Datom",
     "DatomIter",
     "Diff",
+    "EDNError",
     "Entity",
     "EntityIdError",
     "Keyword",

@@ -11,6 +11,7 @@ new head: optimistic concurrency, so no acknowledged write is ever lost.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
@@ -40,6 +41,8 @@ from store.codec import address_of, decode, encode, is_address
 from store.errors import CodecError, StoreError
 from store.nodes import Nodes, TreeConfig
 from store.tree import Tree
+
+_log = logging.getLogger("replica")
 
 CONFIG_REF = "config"
 BRANCH_PREFIX = "branches/"
@@ -336,8 +339,13 @@ class Connection:
         return report
 
     def _publish(self, report: TxReport) -> None:
+        # the transaction is durable already: a failing listener must not hide that or keep
+        # the report from the others, so its error is logged, not raised
         for callback in list(self._listeners.values()):
-            callback(report)
+            try:
+                callback(report)
+            except Exception:
+                _log.exception("transaction listener %r failed", callback)
         for stream in list(self._streams):
             try:
                 stream.send_nowait(report)
@@ -597,8 +605,11 @@ class _SpeculativeNodes(Nodes):
         super().__init__(base.store, base.config, cache_bytes=base.cache_bytes)
         self._base = base
 
+    def peek(self, address: bytes) -> Any:
+        return super().peek(address) or self._base.peek(address)
+
     async def load(self, address: bytes) -> Any:
-        node = self.peek(address) or self._base.peek(address)
+        node = self.peek(address)
         if node is not None:
             return node
         return await super().load(address)

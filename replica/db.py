@@ -315,6 +315,8 @@ class DB:
 
         try:
             if a.value_type == "db.type/tuple":
+                if a.composite:  # computed tuples: any list of parts reads as a tuple
+                    return tuple(v) if isinstance(v, list | tuple) else v
                 return coerce_tuple(v, a)
             return coerce_scalar(v, a.value_type, a.ident)
         except ReplicaError:

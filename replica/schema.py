@@ -312,6 +312,30 @@ def check_change(old: Attribute, new: Attribute) -> None:
     # every other field (cardinality, unique, isComponent, index, noHistory, doc) may change
 
 
+def check_composites(schema: Schema) -> None:
+    """Raise SchemaError unless every composite tuple's ``db/tupleAttrs`` name attributes it
+    can be computed from: defined (under schema-on-write), cardinality one, and not
+    composite tuples themselves (as in Datomic and DataScript)."""
+    for comp in schema.user_attributes():
+        for part in comp.tuple_attrs or ():
+            a = schema.get(part)
+            if a is None:
+                if schema.flexibility == "read":
+                    continue
+                problem = "which is not a defined attribute"
+            elif a.many:
+                problem = "which is cardinality many"
+            elif a.composite:
+                problem = "which is itself a composite tuple"
+            elif part in SYSTEM_ATTRIBUTES:
+                problem = "which is a system attribute"
+            else:
+                continue
+            raise SchemaError(
+                f"db/tupleAttrs of {comp.ident!r} names {part!r}, {problem}", comp.ident
+            )
+
+
 # -- values ---------------------------------------------------------------------------------
 
 

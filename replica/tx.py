@@ -4,13 +4,16 @@ Semantics follow DataScript/Datahike (their test suites are the reference); wher
 or are silent, the choice is written in docs/transactions.md. The steps:
 
 1. **Expand** tx data (entity maps, nested maps, reverse refs, list forms, ``db.fn/call``)
-   into primitive operations, in order.
+   into primitive operations, in order (nil items are skipped, as in DataScript).
 2. **Resolve** entity ids: lookup refs to existing entities, tempids (negative ints and strings)
-   by upsert through ``db.unique/identity`` attributes (composite tuples too), the rest to new
-   ids, allocated in order of first appearance.
+   by upsert through ``db.unique/identity`` attributes (composite tuples too) against the
+   database before the transaction; tempids asserting the same new identity value are one
+   entity; the rest get new ids, allocated in order of first appearance.
 3. **Apply** the operations one after the other against an overlay of the database (nothing is
    written): cardinality one replaces, cardinality many adds, uniqueness is enforced,
-   ``db/cas`` compares, ``retractEntity`` follows components and incoming refs.
+   ``db/cas`` compares, ``retractEntity`` follows components and incoming refs, and so does
+   retracting a component attribute without a value. A composite tuple may be asserted only
+   as what it already is (so a map can upsert by it); composites are recomputed at the end.
 4. **Schema**: attribute definitions among the changes are validated and become the new schema
    (effective from the next transaction).
 5. The net changes, plus the tx entity's ``db/txInstant`` and metadata, are the tx data.
@@ -45,6 +48,7 @@ from replica.schema import (
     Schema,
     attribute_from_entity,
     check_change,
+    check_composites,
     coerce_scalar,
     coerce_tuple,
 )
@@ -67,15 +71,21 @@ _MAX_FN_DEPTH = 32
 
 
 class _Temp:
-    """A tempid: a user's (negative int or string) or one made for a map without db/id."""
+    """A tempid: a user's (negative int or string) or one made for a map without db/id
+    (``label`` None; ``item`` is that map, for error messages)."""
 
-    __slots__ = ("label",)
+    __slots__ = ("item", "label")
 
-    def __init__(self, label: Any) -> None:
+    def __init__(self, label: Any, item: Any = None) -> None:
         self.label = label
+        self.item = item
 
     def __repr__(self) -> str:
         return f"tempid {self.label!r}"
+
+    def shown(self) -> Any:
+        """What an error message names: the user's label, or the map without db/id."""
+        return self.label if self.label is not None else self.item
 
 
 class _Lookup:
@@ -135,32 +145,34 @@ class TxContext:
         self.dirty_composites: set[tuple[int, str]] = set()
         self.fn_depth = 0
         self.new_eids.add(tx)
+        self.tx_labels: set[str] = set()  # "db/current-tx", "datomic.tx" as used
 
     # -- step 1: expand ----------------------------------------------------------------------
 
     def _attr(self, ident: Any, item: Any) -> Attribute:
         if not isinstance(ident, str) or not ident:
             raise TxDataError("attribute must be a keyword/string", item)
-        ident = ident[1:] if ident.startswith(":") else ident
+        ident = str(ident[1:] if ident.startswith(":") else ident)  # a Keyword is a str
         a = self.schema.attribute(ident)
         if a is None:
             raise UnknownAttribute(ident, item)
         return a
 
-    def _entity_spec(self, e: Any, item: Any) -> Any:
+    def _entity_spec(self, e: Any, item: Any, temps: bool = True) -> Any:
         t = type(e)
+        if (t is str or t is Keyword) and e in _CURRENT_TX:
+            self.tx_labels.add(str(e))
+            return self.tx
         if t is int:
             if e < 0:
-                return self._temp(e)
+                return self._temp(e, temps)
             if e > MAX_EID:
                 raise EntityIdError(e, "entity ids must be below 2**128")
             return e
         if t is Keyword:
             return _Ident(str(e))
         if t is str:
-            if e in _CURRENT_TX:
-                return self.tx
-            return self._temp(e)
+            return self._temp(e, temps)
         if t is tuple or (t is list and len(e) == 2 and isinstance(e[0], Keyword)):
             if len(e) != 2:
                 raise EntityIdError(e, "a lookup ref is (attribute, value)")
@@ -169,7 +181,9 @@ class TxContext:
             raise EntityIdError(e, "not an entity id")
         raise EntityIdError(e, "expected an entity id, tempid, lookup ref or ident")
 
-    def _temp(self, label: Any) -> _Temp:
+    def _temp(self, label: Any, allowed: bool = True) -> _Temp:
+        if not allowed:
+            raise EntityIdError(label, "a tempid cannot be used here (only an existing entity)")
         temp = self.temps.get(label)
         if temp is None:
             temp = self.temps[label] = _Temp(label)
@@ -182,14 +196,19 @@ class TxContext:
         if a.is_ref:
             if isinstance(v, dict):
                 return self._expand_map(v, item, nested=True)
-            return self._entity_spec(v, item)
+            try:
+                return self._entity_spec(v, item)
+            except EntityIdError as exc:
+                exc.reason = f"{exc.reason} (as a value of {a.ident})"
+                raise
         return v
 
     def expand(self, tx_data: Any) -> None:
         if not isinstance(tx_data, list | tuple):
             raise TxDataError("tx data must be a list of entity maps and operations", tx_data)
         for item in tx_data:
-            self._expand_item(item)
+            if item is not None:  # nils in tx data are skipped, as in DataScript
+                self._expand_item(item)
 
     def _expand_item(self, item: Any) -> None:
         if isinstance(item, dict):
@@ -205,7 +224,7 @@ class TxContext:
         elif ":db/id" in m:
             e = self._entity_spec(m[":db/id"], item)
         else:
-            e = _Temp(None)
+            e = _Temp(None, m)
         for key, val in m.items():
             if key in ("db/id", ":db/id"):
                 continue
@@ -213,8 +232,8 @@ class TxContext:
                 raise TxDataError("entity map keys must be attribute keywords", item)
             k = key[1:] if key.startswith(":") else key
             ns, slash, name = k.rpartition("/")
-            if slash and name.startswith("_"):
-                a = self._attr(f"{ns}/{name[1:]}", item)
+            if name.startswith("_") and len(name) > 1:
+                a = self._attr(f"{ns}{slash}{name[1:]}", item)
                 if not a.is_ref:
                     raise TxDataError(f"reverse attribute {k} needs a ref attribute", item)
                 targets = val if isinstance(val, list | set | frozenset) and not (
@@ -294,7 +313,9 @@ class TxContext:
             raise TxDataError(
                 f"lookup ref attribute {a.ident} must be db/unique", (a.ident, look.value)
             )
-        v = self._coerce(a, look.value, look.item)
+        if look.value is None:
+            raise LookupRefNotFound((a.ident, look.value))
+        v = await self._typed(a, look.value, look.item)
         owner = await self._owner(a.ident, v)
         if owner is None:
             raise LookupRefNotFound((a.ident, look.value))
@@ -306,42 +327,99 @@ class TxContext:
             raise EntityIdError(Keyword(ident.ident), "no entity has this db/ident")
         return owner
 
+    async def _typed(self, a: Attribute, raw: Any, item: Any) -> Any:
+        """A value as written in tx data (lookup refs, composite tuples as lists), as stored:
+        refs resolved to existing entity ids, composite tuples element by element."""
+        if a.is_ref:
+            return await self._entity(self._entity_spec(raw, item, False))
+        if a.composite:
+            assert a.tuple_attrs is not None
+            if not isinstance(raw, list | tuple) or len(raw) != len(a.tuple_attrs):
+                raise ValueTypeError(
+                    raw, "db.type/tuple", f"expected {len(a.tuple_attrs)} elements", a.ident
+                )
+            return tuple(
+                [
+                    None if x is None else await self._typed(self._attr(p, item), x, item)
+                    for p, x in zip(a.tuple_attrs, raw, strict=True)
+                ]
+            )
+        return self._coerce(a, raw, item)
+
+    async def _identity_value(self, a: Attribute, v: Any, item: Any) -> Any:
+        """The stored value of an op's value spec ``v`` for an identity attribute, or
+        _MISSING if it is a tempid (a new entity: it cannot identify an existing one)."""
+        if type(v) is _Temp:
+            return _MISSING
+        if a.is_ref:
+            return await self._entity(v)
+        return await self._typed(a, v, item)
+
     async def resolve_tempids(self) -> None:
-        """Upsert tempids through unique identity attributes; allocate the rest."""
-        candidates: dict[_Temp, tuple[str, Any, int]] = {}
+        """Upsert tempids through unique identity attributes; allocate the rest.
+
+        A tempid that asserts an identity value an entity of the database holds is that
+        entity; tempids that assert the same new identity value are one new entity
+        (DataScript gets there by retrying against the intermediate database, Datomic
+        resolves them so too). A tempid resolving to two entities is an UpsertConflict."""
+        parent: dict[_Temp, _Temp] = {}
+
+        def find(t: _Temp) -> _Temp:
+            while t in parent:
+                t = parent[t]
+            return t
+
+        found: dict[_Temp, tuple[str, Any, int]] = {}
+        first_with: dict[tuple[str, bytes], _Temp] = {}  # new identity value -> a tempid
         composite_parts: dict[_Temp, dict[str, Any]] = {}
         identity_composites = [
             a for a in self.schema_attributes() if a.identity and a.composite
         ]
+
+        async def identify(temp: _Temp, a: Attribute, value: Any, item: Any) -> None:
+            owner = await self._owner(a.ident, value)
+            if owner is not None:
+                self._upsert(found, temp, (a.ident, value, owner), item)
+                return
+            other = first_with.setdefault((a.ident, encode_value(value)), temp)
+            root, mine = find(other), find(temp)
+            if root is not mine:
+                parent[mine] = root
+
         for op in self.ops:
             if op[0] != "add" or type(op[1]) is not _Temp:
                 continue
             temp, ident, v = op[1], op[2], op[3]
             a = self.schema.attribute(ident)
             assert a is not None
-            if identity_composites and not a.is_ref:
+            if identity_composites and not a.composite:
                 composite_parts.setdefault(temp, {})[ident] = v
-            if not a.identity or isinstance(v, _Temp | dict):
+            if not a.identity:
                 continue
-            if a.is_ref:
-                v = await self._entity(v)
-            value = self._coerce(a, v, op[4])
-            owner = await self._owner(ident, value)
-            if owner is None:
-                continue
-            self._upsert(candidates, temp, (ident, value, owner), op[4])
+            value = await self._identity_value(a, v, op[4])
+            if value is not _MISSING:
+                await identify(temp, a, value, op[4])
         for temp, parts in composite_parts.items():
             for comp in identity_composites:
                 assert comp.tuple_attrs is not None
-                if all(p in parts for p in comp.tuple_attrs):
+                if all(p in parts and type(parts[p]) is not _Temp for p in comp.tuple_attrs):
                     value = tuple(
-                        self._coerce(self._attr(p, None), parts[p], None) for p in comp.tuple_attrs
+                        [
+                            await self._identity_value(self._attr(p, None), parts[p], None)
+                            for p in comp.tuple_attrs
+                        ]
                     )
-                    owner = await self._owner(comp.ident, value)
-                    if owner is not None:
-                        self._upsert(candidates, temp, (comp.ident, value, owner), parts)
-        for temp, (_, _, owner) in candidates.items():
-            self.resolved[temp] = owner
+                    await identify(temp, comp, value, temp.shown())
+        # a group of tempids (one new identity value) is one entity
+        group_found: dict[_Temp, tuple[str, Any, int]] = {}
+        for temp, hit in found.items():
+            root = find(temp)
+            prior = group_found.get(root)
+            if prior is not None and prior[2] != hit[2]:
+                raise UpsertConflict(temp.shown(), prior, hit)
+            group_found[root] = hit
+        for temp in found:
+            self.resolved[temp] = group_found[find(temp)][2]
         # allocate in order of first appearance, so tempid order gives id order
         as_entity = {op[1] for op in self.ops if op[0] == "add" and type(op[1]) is _Temp}
         for op in self.ops:
@@ -349,11 +427,16 @@ class TxContext:
                 if type(spec) is _Temp and spec not in self.resolved:
                     if spec not in as_entity:
                         raise TxDataError(
-                            "tempid used only as a value, never given attributes", spec.label
+                            "tempid used only as a value, never given attributes", spec.shown()
                         )
-                    eid = self.allocate()
+                    root = find(spec)
+                    eid = self.resolved.get(root)
+                    if eid is None and root in group_found:
+                        eid = self.resolved[root] = group_found[root][2]
+                    elif eid is None:
+                        eid = self.resolved[root] = self.allocate()
+                        self.new_eids.add(eid)
                     self.resolved[spec] = eid
-                    self.new_eids.add(eid)
 
     def _upsert(
         self,
@@ -364,7 +447,7 @@ class TxContext:
     ) -> None:
         prior = candidates.get(temp)
         if prior is not None and prior[2] != found[2]:
-            raise UpsertConflict(temp.label if temp.label is not None else item, prior, found)
+            raise UpsertConflict(temp.shown(), prior, found)
         candidates[temp] = found
 
     def schema_attributes(self) -> list[Attribute]:
@@ -425,7 +508,12 @@ class TxContext:
             self.dirty_composites.add((e, a))
 
     async def _assert(self, e: int, a: Attribute, v: Any, item: Any) -> None:
-        vk = encode_value(v)
+        try:
+            vk = encode_value(v)
+        except ValueTypeError as exc:  # schema-on-read: a value no type can store
+            if exc.attribute is None:
+                exc.attribute = a.ident
+            raise
         vals = await self._values_of(e, a.ident)
         if vk in vals:
             return
@@ -455,32 +543,59 @@ class TxContext:
             return await self._entity(spec)
         return self._coerce(a, spec, item)
 
+    async def _composite_add(self, e: int, a: Attribute, raw: Any, item: Any) -> None:
+        """Asserting a composite tuple is allowed only as a no-op: when it equals the
+        values its attributes have at this point (as in DataScript, so that an entity map
+        can upsert by a composite identity value)."""
+        assert a.tuple_attrs is not None
+        try:
+            v = await self._typed(a, raw, item)
+        except ValueTypeError:
+            v = _MISSING  # not even a tuple of the right types: it cannot match
+        current = []
+        for p in a.tuple_attrs:
+            vals = await self._values_of(e, p)
+            current.append(next(iter(vals.values())) if vals else None)
+        if None in current or v is _MISSING or encode_value(tuple(current)) != encode_value(v):
+            raise TxDataError(
+                f"composite tuple {a.ident} is computed from {a.tuple_attrs}, not asserted",
+                item,
+            )
+
     async def apply(self) -> None:
         for op in self.ops:
             kind = op[0]
-            if kind == "add":
-                e = await self._entity(op[1])
+            if kind in ("retract", "retract_attr"):
                 a = self.schema.attribute(op[2])
                 assert a is not None
                 if a.composite:
                     raise TxDataError(
                         f"composite tuple {a.ident} is computed from {a.tuple_attrs}, "
-                        "not asserted",
-                        op[4],
+                        "not retracted",
+                        op[-1],
                     )
+            if kind == "add":
+                e = await self._entity(op[1])
+                a = self.schema.attribute(op[2])
+                assert a is not None
+                if a.composite:
+                    await self._composite_add(e, a, op[3], op[4])
+                    continue
                 await self._assert(e, a, await self._ref_or_value(a, op[3], op[4]), op[4])
             elif kind == "retract":
-                e = await self._entity(op[1])
+                target = await self._entity(op[1])
                 a = self.schema.attribute(op[2])
                 assert a is not None
                 v = await self._ref_or_value(a, op[3], op[4])
-                await self._retract(e, a, encode_value(v), v)
+                await self._retract(target, a, encode_value(v), v)
             elif kind == "retract_attr":
-                e = await self._entity(op[1])
+                target = await self._entity(op[1])
                 a = self.schema.attribute(op[2])
                 assert a is not None
-                for vk, v in list((await self._values_of(e, a.ident)).items()):
-                    await self._retract(e, a, vk, v)
+                for vk, v in list((await self._values_of(target, a.ident)).items()):
+                    await self._retract(target, a, vk, v)
+                    if a.is_component:  # a component lives and dies with its owner
+                        await self._retract_entity(v, set())
             elif kind == "retract_entity":
                 await self._retract_entity(await self._entity(op[1]), set())
             elif kind == "cas":
@@ -545,7 +660,10 @@ class TxContext:
         while any(op[0] == "call" for op in self.ops):
             self.fn_depth += 1
             if self.fn_depth > _MAX_FN_DEPTH:
-                raise TxFunctionError(f"db.fn/call nested deeper than {_MAX_FN_DEPTH}")
+                names = sorted({op[1] for op in self.ops if op[0] == "call"})
+                raise TxFunctionError(
+                    f"db.fn/call nested deeper than {_MAX_FN_DEPTH} (calling {names})"
+                )
             ops, self.ops = self.ops, []
             for op in ops:
                 if op[0] != "call":
@@ -563,11 +681,20 @@ class TxContext:
                     raise
                 except Exception as exc:
                     raise TxFunctionError(f"transaction function {name!r} failed: {exc!r}") from exc
+                if not isinstance(result, list | tuple):
+                    raise TxFunctionError(
+                        f"transaction function {name!r} must return tx data (a list), "
+                        f"got {result!r}"
+                    )
                 self.expand(result)
 
     # -- step 4: composite tuples and schema ------------------------------------------------
 
     async def update_composites(self) -> None:
+        """Recompute the composite tuples of the attributes this transaction changed. Old
+        values go first, so a value that moves between entities does not collide with
+        itself (uniqueness holds for the transaction's result)."""
+        updates: list[tuple[int, Attribute, tuple[Any, ...] | None]] = []
         done: set[tuple[int, str]] = set()
         for e, part in sorted(self.dirty_composites):
             for comp in self.schema.composites_of.get(part, ()):
@@ -579,12 +706,16 @@ class TxContext:
                 for p in comp.tuple_attrs:
                     vals = await self._values_of(e, p)
                     values.append(next(iter(vals.values())) if vals else None)
-                current = await self._values_of(e, comp.ident)
-                if all(v is None for v in values):
-                    for vk, v in list(current.items()):
-                        await self._retract(e, comp, vk, v)
-                else:
-                    await self._assert(e, comp, tuple(values), None)
+                new = None if all(v is None for v in values) else tuple(values)
+                updates.append((e, comp, new))
+        for e, comp, new in updates:
+            keep = None if new is None else encode_value(new)
+            for vk, v in list((await self._values_of(e, comp.ident)).items()):
+                if vk != keep:
+                    await self._retract(e, comp, vk, v)
+        for e, comp, new in updates:
+            if new is not None:
+                await self._assert(e, comp, new, None)
 
     async def new_schema(self) -> tuple[Schema, bool]:
         touched = {e for (e, a, _) in self.changes if a in SCHEMA_ATTRS}
@@ -599,6 +730,14 @@ class TxContext:
                 if vals:
                     entity[ident] = next(iter(vals.values()))
             old = self.schema.by_eid(e)
+            vt = entity.get("db/valueType")
+            if old is not None and vt is not None and str(vt).lstrip(":") != old.value_type:
+                # said before attribute_from_entity, whose complaint would be less direct
+                raise SchemaError(
+                    f"cannot change db/valueType of attribute {old.ident!r} "
+                    f"({old.value_type} -> {vt})",
+                    old.ident,
+                )
             new = attribute_from_entity(entity, e)
             if new is None:
                 if old is not None:
@@ -615,7 +754,9 @@ class TxContext:
         attrs = {a.ident: a for a in self.schema.user_attributes()}
         for a in updated:
             attrs[a.ident] = a
-        return Schema(attrs, self.schema.flexibility), True
+        schema = Schema(attrs, self.schema.flexibility)
+        check_composites(schema)
+        return schema, True
 
     async def _check_tightening(self, old: Attribute, new: Attribute) -> None:
         if new.unique and not old.unique and await self.db._has_duplicate_values(old.ident):
@@ -646,6 +787,8 @@ class TxContext:
             if temp in self.resolved:
                 tempids[label] = self.resolved[temp]
         tempids["db/current-tx"] = tx
+        for label in self.tx_labels:
+            tempids[label] = tx
         return TxResult(datoms, tempids, schema, changed)
 
 

@@ -200,6 +200,14 @@ def simulate(before: set[Fact], ops: list[Op]) -> tuple[set[Fact], dict[str, Any
     ids; then the ops apply one after the other (lookup refs see the state so far).
     Returns the facts after and the tempid resolution, or raises Expected."""
     upserts: dict[str, Any] = {}
+    group: dict[str, str] = {}  # tempids asserting one new p/name are one entity
+    first_with: dict[Any, str] = {}
+
+    def root(t: str) -> str:
+        while t in group:
+            t = group[t]
+        return t
+
     for op in ops:
         for ent, a, v in op.adds():
             if ent.kind == "temp" and a == "p/name":
@@ -208,11 +216,18 @@ def simulate(before: set[Fact], ops: list[Op]) -> tuple[set[Fact], dict[str, Any
                     if upserts.get(ent.ref, found) != found:
                         raise Expected(UpsertConflict)
                     upserts[ent.ref] = found
+                elif root(first_with.setdefault(v, ent.ref)) != root(ent.ref):
+                    group[root(ent.ref)] = root(first_with[v])
+    for t, found in list(upserts.items()):
+        if upserts.setdefault(root(t), found) != found:
+            raise Expected(UpsertConflict)
     temps: dict[str, Any] = {}
     for op in ops:
         for x in (op.ent, *(op.attrs.get("p/friend", [])), op.v):
             if isinstance(x, Ent) and x.kind == "temp" and x.ref not in temps:
-                temps[x.ref] = upserts.get(x.ref, New(x.ref))
+                r = root(x.ref)
+                temps[x.ref] = upserts.get(r, temps.get(r, New(r)))
+                temps.setdefault(r, temps[x.ref])
     facts = set(before)
 
     def entity(ent: Ent) -> Any:
@@ -583,7 +598,9 @@ class DatabaseMachine(RuleBasedStateMachine):
             if isinstance(want, New):
                 assert got not in self.model.eids and got not in self.model.txs
                 assert got >> 64 == tx >> 64
-                fresh.append(got)
+                assert got == report.tempids[want.label]  # one entity per group
+                if got not in fresh:
+                    fresh.append(got)
             else:
                 assert got == want, (label, got, want)
         assert fresh == sorted(fresh) and len(set(fresh)) == len(fresh)
