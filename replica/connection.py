@@ -13,7 +13,9 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
+import random
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -47,7 +49,24 @@ _log = logging.getLogger("replica")
 CONFIG_REF = "config"
 BRANCH_PREFIX = "branches/"
 DB_FORMAT = 1
-MAX_TX_RETRIES = 64
+#: a transaction that keeps losing the branch race gives up after this long (not a count:
+#: a slow writer against a fast one may lose many rounds before it wins one)
+TX_RETRY_SECONDS = 120.0
+
+# Connections of one process writing the same branch of the same store take turns through
+# one lock: racing each other through cas_ref only starves the one with the colder cache.
+_BRANCH_LOCKS: weakref.WeakValueDictionary[tuple[str, str], anyio.Lock] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _branch_lock(url: str, branch: str) -> anyio.Lock:
+    key = (url, branch)
+    lock = _BRANCH_LOCKS.get(key)
+    if lock is None:
+        lock = anyio.Lock()
+        _BRANCH_LOCKS[key] = lock
+    return lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +260,8 @@ class Connection:
         self._counter = 0
         self._clock = _Clock()
         self._lock = anyio.Lock()
+        # mem:// without a name is private to this object; every other URL can be shared
+        self._shared_lock = url.rstrip("/") != "mem:"
         self._listeners: dict[Any, Callable[[TxReport], Any]] = {}
         self._streams: list[MemoryObjectSendStream[TxReport]] = []
         self.tx_fns: dict[str, TxFunction] = {}
@@ -303,8 +324,11 @@ class Connection:
         self._check_open()
         tx_data = _parse_tx(tx_data)
         ref = _branch_ref(self.branch_name)
-        async with self._lock:
-            for _ in range(MAX_TX_RETRIES):
+        lock = _branch_lock(self.url, self.branch_name) if self._shared_lock else self._lock
+        async with lock:
+            deadline = time.monotonic() + TX_RETRY_SECONDS
+            attempt = 0
+            while True:
                 raw = await self.store.get_ref(ref)
                 if raw is None:
                     raise NoSuchBranch(self.branch_name)
@@ -328,9 +352,16 @@ class Connection:
                 db_after = await write_commit(self.database, db_before, result, stamp, self.replica_id)
                 if await self.store.cas_ref(ref, raw, encode_heads([db_after.commit_id])):
                     break
-                # another writer moved the branch: compute the transaction again on its head
-            else:
-                raise BranchError(f"gave up after {MAX_TX_RETRIES} concurrent-write retries")
+                # another writer (another process) moved the branch: back off a random,
+                # growing while (so two writers stop colliding in lockstep), then compute
+                # the transaction again on the new head
+                attempt += 1
+                if time.monotonic() > deadline:
+                    raise BranchError(
+                        f"gave up after {attempt} lost races for branch {self.branch_name!r} "
+                        f"in {TX_RETRY_SECONDS:.0f} s"
+                    )
+                await anyio.sleep(random.uniform(0, min(0.05, 0.0005 * 2**attempt)))
             self._db = db_after
         report = TxReport(
             db_before, db_after, tuple(result.datoms), result.tempids, tx_meta, tx
