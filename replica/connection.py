@@ -326,7 +326,7 @@ class Connection:
         ref = _branch_ref(self.branch_name)
         lock = _branch_lock(self.url, self.branch_name) if self._shared_lock else self._lock
         async with lock:
-            deadline = time.monotonic() + TX_RETRY_SECONDS
+            deadline = anyio.current_time() + TX_RETRY_SECONDS
             attempt = 0
             while True:
                 raw = await self.store.get_ref(ref)
@@ -356,7 +356,7 @@ class Connection:
                 # growing while (so two writers stop colliding in lockstep), then compute
                 # the transaction again on the new head
                 attempt += 1
-                if time.monotonic() > deadline:
+                if anyio.current_time() > deadline:
                     raise BranchError(
                         f"gave up after {attempt} lost races for branch {self.branch_name!r} "
                         f"in {TX_RETRY_SECONDS:.0f} s"
