@@ -13,8 +13,7 @@ is among the values).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -31,8 +30,7 @@ from replica import (
     UnknownAttribute,
     ValueTypeError,
 )
-
-MakeConn = Callable[..., Awaitable[replica.Connection]]
+from tests.replica._txtable import Id, MakeConn, all_datoms, bind
 
 SCHEMA = [
     {"db/ident": "p/name", "db/valueType": "db.type/string", "db/unique": "db.unique/identity"},
@@ -52,28 +50,6 @@ SETUP = [
     {"db/id": "petr", "p/name": "Petr"},
 ]
 IVAN = {"p/name": "Ivan", "p/weight": 200, "p/kind": Keyword("human"), "p/score": 1.5}
-
-
-@dataclass(frozen=True)
-class Id:
-    """The id of a setup entity, by its tempid label (ids are 128-bit and random)."""
-
-    label: str
-
-
-def bind(data: Any, ids: Mapping[str, int]) -> Any:
-    """``data`` with every Id replaced by the entity id."""
-    if isinstance(data, Id):
-        return ids[data.label]
-    if isinstance(data, list):
-        return [bind(x, ids) for x in data]
-    if isinstance(data, tuple):
-        return tuple(bind(x, ids) for x in data)
-    return data
-
-
-async def all_datoms(db: replica.DB) -> set[tuple[int, str, Any]]:
-    return {(d.e, d.a, d.v) for d in await db.datoms("eavt")}
 
 
 async def setup(make_conn: MakeConn) -> tuple[replica.Connection, dict[str, int]]:

@@ -10,16 +10,14 @@ labelled by its ``p/email``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 import replica
 from replica import ReplicaError, SchemaError, TxDataError, ValueTypeError
-
-MakeConn = Callable[..., Awaitable[replica.Connection]]
+from tests.replica._txtable import Id, MakeConn, all_datoms, bind
 
 SCHEMA = [
     {"db/ident": "p/name", "db/valueType": "db.type/string"},
@@ -60,30 +58,6 @@ D = {("d", "p/email", "@d"), ("d", "p/profile", "e")}
 E = {("e", "p/email", "@e")}
 PETR = {("petr", "p/name", "Petr")}
 ALL = IVAN | A | C | D | E | PETR
-
-
-@dataclass(frozen=True)
-class Id:
-    """The id of a setup entity, by its tempid label (ids are 128-bit and random)."""
-
-    label: str
-
-
-def bind(data: Any, ids: Mapping[str, int]) -> Any:
-    """``data`` with every Id replaced by the entity id."""
-    if isinstance(data, Id):
-        return ids[data.label]
-    if isinstance(data, dict):
-        return {k: bind(v, ids) for k, v in data.items()}
-    if isinstance(data, list):
-        return [bind(x, ids) for x in data]
-    if isinstance(data, tuple):
-        return tuple(bind(x, ids) for x in data)
-    return data
-
-
-async def all_datoms(db: replica.DB) -> set[tuple[int, str, Any]]:
-    return {(d.e, d.a, d.v) for d in await db.datoms("eavt")}
 
 
 async def user_datoms(db: replica.DB, names: Mapping[int, str]) -> set[tuple[str, str, Any]]:

@@ -10,8 +10,7 @@ without a namespace: its reverse is ``_pal``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -25,8 +24,7 @@ from replica import (
     UniqueConflict,
     UnknownAttribute,
 )
-
-MakeConn = Callable[..., Awaitable[replica.Connection]]
+from tests.replica._txtable import Id, MakeConn, all_datoms, bind
 
 SCHEMA = [
     {"db/ident": "p/name", "db/valueType": "db.type/string", "db/unique": "db.unique/identity"},
@@ -52,32 +50,6 @@ BASE = {
     ("oleg", "p/name", "Oleg"),
     ("oleg", "p/friend", "ivan"),
 }
-
-
-@dataclass(frozen=True)
-class Id:
-    """The id of a setup entity, by its tempid label (ids are 128-bit and random)."""
-
-    label: str
-
-
-def bind(data: Any, ids: Mapping[str, int]) -> Any:
-    """``data`` with every Id replaced by the entity id."""
-    if isinstance(data, Id):
-        return ids[data.label]
-    if isinstance(data, dict):
-        return {k: bind(v, ids) for k, v in data.items()}
-    if isinstance(data, list):
-        return [bind(x, ids) for x in data]
-    if isinstance(data, tuple):
-        return tuple(bind(x, ids) for x in data)
-    if isinstance(data, frozenset):
-        return frozenset(bind(x, ids) for x in data)
-    return data
-
-
-async def all_datoms(db: replica.DB) -> set[tuple[int, str, Any]]:
-    return {(d.e, d.a, d.v) for d in await db.datoms("eavt")}
 
 
 async def user_datoms(db: replica.DB, names: Mapping[int, str]) -> set[tuple[str, str, Any]]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -31,8 +30,7 @@ from replica import (
     ValueTypeError,
 )
 from replica.edn import EDNError
-
-MakeConn = Callable[..., Awaitable[replica.Connection]]
+from tests.replica._txtable import MakeConn, assert_rejected
 
 
 def attr(ident: str, vt: str = "db.type/string", **more: Any) -> dict[str, Any]:
@@ -64,27 +62,6 @@ SETUP = [
     {"db/id": "a", "p/name": "A", "p/tag": ["x", "y"], "p/nick": "same", "p/code": "c1"},
     {"db/id": "b", "p/name": "B", "p/tag": "x", "p/nick": "same"},
 ]
-
-
-async def all_datoms(db: replica.DB) -> set[tuple[int, str, Any]]:
-    return {(d.e, d.a, d.v) for d in await db.datoms("eavt")}
-
-
-async def assert_rejected(
-    conn: replica.Connection, tx: Any, error: type[ReplicaError], *fragments: str
-) -> None:
-    """``tx`` fails with exactly ``error``, whose message holds every fragment; the branch,
-    the connection's DB, its schema and the datoms are as before."""
-    commit, schema, datoms = conn.db.commit_id, conn.db.schema, await all_datoms(conn.db)
-    with pytest.raises(ReplicaError) as info:
-        await conn.transact(tx)
-    assert type(info.value) is error, repr(info.value)
-    for fragment in fragments:
-        assert fragment in str(info.value), str(info.value)
-    assert conn.db.commit_id == commit
-    assert (await conn.refresh()).commit_id == commit
-    assert conn.db.schema == schema
-    assert await all_datoms(conn.db) == datoms
 
 
 async def setup(make_conn: MakeConn, **options: Any) -> tuple[replica.Connection, dict[str, int]]:

@@ -14,15 +14,12 @@ as in DataScript; an id that is no entity id is an EntityIdError.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-import replica
 from replica import EntityIdError, Keyword, ReplicaError, TxDataError
-
-MakeConn = Callable[..., Awaitable[replica.Connection]]
+from tests.replica._txtable import MakeConn, all_datoms
 
 SCHEMA = [
     {"db/ident": "name", "db/valueType": "db.type/string"},
@@ -38,10 +35,6 @@ SCHEMA = [
     {"db/ident": "prop", "db/valueType": "db.type/string"},
 ]
 REFS = {"friend", "ref", "created-at"}
-
-
-async def all_datoms(db: replica.DB) -> set[tuple[int, str, Any]]:
-    return {(d.e, d.a, d.v) for d in await db.datoms("eavt")}
 
 
 CASES: dict[str, tuple[Any, set[tuple[Any, str, Any]]]] = {

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -36,8 +35,7 @@ from replica import (
     UnknownAttribute,
     ValueTypeError,
 )
-
-MakeConn = Callable[..., Awaitable[replica.Connection]]
+from tests.replica._txtable import Id, MakeConn, all_datoms, bind
 
 SCHEMA = [
     {"db/ident": "p/name", "db/valueType": "db.type/string"},
@@ -82,30 +80,6 @@ PETR = {
 }
 ALL = IVAN | PETR
 REFS = {"p/friend", "tx/by"}
-
-
-@dataclass(frozen=True)
-class Id:
-    """The id of a setup entity, by its tempid label (ids are 128-bit and random)."""
-
-    label: str
-
-
-def bind(data: Any, ids: Mapping[str, int]) -> Any:
-    """``data`` with every Id replaced by the entity id."""
-    if isinstance(data, Id):
-        return ids[data.label]
-    if isinstance(data, dict):
-        return {k: bind(v, ids) for k, v in data.items()}
-    if isinstance(data, list):
-        return [bind(x, ids) for x in data]
-    if isinstance(data, tuple):
-        return tuple(bind(x, ids) for x in data)
-    return data
-
-
-async def all_datoms(db: replica.DB) -> set[tuple[int, str, Any]]:
-    return {(d.e, d.a, d.v) for d in await db.datoms("eavt")}
 
 
 async def setup(make_conn: MakeConn) -> tuple[replica.Connection, dict[str, int]]:

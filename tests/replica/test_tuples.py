@@ -11,8 +11,7 @@ absent is retracted; a partly absent one holds None in those places.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -27,8 +26,7 @@ from replica import (
     UpsertConflict,
     ValueTypeError,
 )
-
-MakeConn = Callable[..., Awaitable[replica.Connection]]
+from tests.replica._txtable import Id, MakeConn, assert_rejected, bind
 
 
 def attr(ident: str, vt: str = "db.type/string", **more: Any) -> dict[str, Any]:
@@ -78,46 +76,6 @@ PETR = {
     ("petr", "t/ref+name", ("ivan", "Petr")),
 }
 ALL = E1 | E2 | IVAN | PETR
-
-
-@dataclass(frozen=True)
-class Id:
-    """The id of a setup entity, by its tempid label (ids are 128-bit and random)."""
-
-    label: str
-
-
-def bind(data: Any, ids: Mapping[str, int]) -> Any:
-    """``data`` with every Id replaced by the entity id."""
-    if isinstance(data, Id):
-        return ids[data.label]
-    if isinstance(data, dict):
-        return {k: bind(v, ids) for k, v in data.items()}
-    if isinstance(data, list):
-        return [bind(x, ids) for x in data]
-    if isinstance(data, tuple):
-        return tuple(bind(x, ids) for x in data)
-    return data
-
-
-async def all_datoms(db: replica.DB) -> set[tuple[int, str, Any]]:
-    return {(d.e, d.a, d.v) for d in await db.datoms("eavt")}
-
-
-async def assert_rejected(
-    conn: replica.Connection, tx: Any, error: type[ReplicaError], *fragments: str
-) -> None:
-    """``tx`` fails with exactly ``error``, whose message holds every fragment; the branch,
-    the connection's DB and the datoms are as before."""
-    commit, datoms = conn.db.commit_id, await all_datoms(conn.db)
-    with pytest.raises(ReplicaError) as info:
-        await conn.transact(tx)
-    assert type(info.value) is error, repr(info.value)
-    for fragment in fragments:
-        assert fragment in str(info.value), str(info.value)
-    assert conn.db.commit_id == commit
-    assert (await conn.refresh()).commit_id == commit
-    assert await all_datoms(conn.db) == datoms
 
 
 async def user_datoms(db: replica.DB, names: Mapping[int, str]) -> set[tuple[str, str, Any]]:

@@ -32,8 +32,7 @@ from replica import (
     TxFunctionError,
     UnknownAttribute,
 )
-
-MakeConn = Callable[..., Awaitable[replica.Connection]]
+from tests.replica._txtable import MakeConn, all_datoms
 
 SCHEMA = [
     {"db/ident": "p/name", "db/valueType": "db.type/string", "db/unique": "db.unique/identity"},
@@ -105,10 +104,6 @@ async def setup(make_conn: MakeConn) -> tuple[replica.Connection, dict[str, int]
         conn.register_tx_fn(name, fn)
     ids = {k: v for k, v in (await conn.transact(SETUP)).tempids.items() if k != "db/current-tx"}
     return conn, ids
-
-
-async def all_datoms(db: replica.DB) -> set[tuple[int, str, Any]]:
-    return {(d.e, d.a, d.v) for d in await db.datoms("eavt")}
 
 
 async def user_datoms(db: replica.DB, names: Mapping[int, str]) -> set[tuple[str, str, Any]]:

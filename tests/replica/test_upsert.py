@@ -17,7 +17,7 @@ not upsert to an entity that an earlier op of the same transaction gave that val
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +25,7 @@ import pytest
 
 import replica
 from replica import EntityIdError, ReplicaError, UniqueConflict, UpsertConflict
-
-MakeConn = Callable[..., Awaitable[replica.Connection]]
+from tests.replica._txtable import Id, MakeConn, all_datoms, assert_rejected, bind
 
 SCHEMA = [
     {"db/ident": "name", "db/valueType": "db.type/string", "db/unique": "db.unique/identity"},
@@ -52,47 +51,6 @@ IVAN = {("ivan", "name", "Ivan"), ("ivan", "email", "@1")}
 PETR = {("petr", "name", "Petr"), ("petr", "email", "@2"), ("petr", "ref", "dima")}
 DIMA = {("dima", "name", "Dima"), ("dima", "email", "@3"), ("dima", "ref", "olga")}
 OLGA = {("olga", "name", "Olga"), ("olga", "email", "@4"), ("olga", "ref", "ivan")}
-
-
-@dataclass(frozen=True)
-class Id:
-    """The id of a setup entity, by its tempid label (ids are 128-bit and random)."""
-
-    label: str
-
-
-def bind(data: Any, ids: Mapping[str, int]) -> Any:
-    """``data`` with every Id replaced by the entity id."""
-    if isinstance(data, Id):
-        return ids[data.label]
-    if isinstance(data, dict):
-        return {k: bind(v, ids) for k, v in data.items()}
-    if isinstance(data, list):
-        return [bind(x, ids) for x in data]
-    if isinstance(data, tuple):
-        return tuple(bind(x, ids) for x in data)
-    return data
-
-
-async def all_datoms(db: replica.DB) -> set[tuple[int, str, Any]]:
-    return {(d.e, d.a, d.v) for d in await db.datoms("eavt")}
-
-
-async def assert_rejected(
-    conn: replica.Connection, tx: Any, error: type[ReplicaError], *fragments: str
-) -> ReplicaError:
-    """``tx`` fails with exactly ``error``, whose message holds every fragment; the branch,
-    the connection's DB and the datoms are as before."""
-    commit, datoms = conn.db.commit_id, await all_datoms(conn.db)
-    with pytest.raises(ReplicaError) as info:
-        await conn.transact(tx)
-    assert type(info.value) is error, repr(info.value)
-    for fragment in fragments:
-        assert fragment in str(info.value), str(info.value)
-    assert conn.db.commit_id == commit
-    assert (await conn.refresh()).commit_id == commit
-    assert await all_datoms(conn.db) == datoms
-    return info.value
 
 
 async def labelled(
