@@ -32,7 +32,7 @@ from replica import (
     TxFunctionError,
     UnknownAttribute,
 )
-from tests.replica._txtable import MakeConn, all_datoms
+from tests.replica._txtable import MakeConn, assert_rejected
 
 SCHEMA = [
     {"db/ident": "p/name", "db/valueType": "db.type/string", "db/unique": "db.unique/identity"},
@@ -257,15 +257,7 @@ async def test_failing_tx_fns_write_nothing(
     make_conn: MakeConn, tx: Any, error: type[ReplicaError], fragments: tuple[str, ...]
 ) -> None:
     conn, _ = await setup(make_conn)
-    commit, datoms = conn.db.commit_id, await all_datoms(conn.db)
-    with pytest.raises(ReplicaError) as info:
-        await conn.transact(tx)
-    assert type(info.value) is error, repr(info.value)
-    for fragment in fragments:
-        assert fragment in str(info.value), str(info.value)
-    assert conn.db.commit_id == commit
-    assert (await conn.refresh()).commit_id == commit
-    assert await all_datoms(conn.db) == datoms
+    await assert_rejected(conn, tx, error, *fragments)
 
 
 async def test_the_function_error_keeps_its_cause(make_conn: MakeConn) -> None:
