@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from replica.datom import TREES, Stamp, eid_bytes
-from replica.errors import NoSuchCommit
 from replica.schema import Attribute, Schema, attribute_from_entity
 from store.codec import address_of, decode, encode, is_address
-from store.errors import CodecError, CorruptNode, NodeNotFound
+from store.errors import CodecError, CorruptNode
 
 COMMIT_FORMAT = 1
 
@@ -102,10 +101,10 @@ def decode_commit(address: bytes, data: bytes) -> Commit:
 def schema_body(schema: Schema) -> dict[str, Any]:
     attrs = []
     for a in schema.user_attributes():
-        m = {k: (list(v) if isinstance(v, tuple) else v) for k, v in a.to_map().items()}
-        m = {k: (str(v) if isinstance(v, str) else v) for k, v in m.items()}
-        m = {
-            k: ([str(x) for x in v] if isinstance(v, list) else v) for k, v in m.items()
+        # Keyword values become plain strings, tuples of keywords lists of strings
+        m: dict[str, Any] = {
+            k: [str(x) for x in v] if isinstance(v, tuple) else str(v) if isinstance(v, str) else v
+            for k, v in a.to_map().items()
         }
         m["eid"] = eid_bytes(a.eid or 0)
         attrs.append(m)
@@ -125,6 +124,3 @@ def decode_schema(address: bytes, data: bytes, flexibility: str) -> Schema:
     except (KeyError, TypeError, ValueError, CodecError) as exc:
         raise CorruptNode(address, f"malformed schema node: {exc}") from exc
 
-
-def not_found(address: bytes, exc: NodeNotFound) -> NoSuchCommit:
-    return NoSuchCommit(address)

@@ -33,7 +33,6 @@ from replica.errors import (
     DatabaseExists,
     DatabaseNotFound,
     NoSuchBranch,
-    NoSuchCommit,
     TxDataError,
 )
 from replica.schema import Schema
@@ -684,4 +683,3 @@ __all__ = [
     "with_tx",
     "write_commit",
 ]
-_ = NoSuchCommit

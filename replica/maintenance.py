@@ -45,7 +45,7 @@ async def _walk(store: NodeStore, nodes: Nodes, heads: list[bytes], verify: bool
     from replica.commit import decode_commit
 
     seen: set[bytes] = set()
-    commits = [h for h in heads]
+    commits = list(heads)
     while commits:
         address = commits.pop()
         if address in seen:

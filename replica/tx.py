@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from replica.datom import MAX_EID, Datom, eid_bytes
+from replica.datom import MAX_EID, Datom
 from replica.errors import (
     EntityIdError,
     LookupRefNotFound,
@@ -373,7 +373,7 @@ class TxContext:
         first_with: dict[tuple[str, bytes], _Temp] = {}  # new identity value -> a tempid
         composite_parts: dict[_Temp, dict[str, Any]] = {}
         identity_composites = [
-            a for a in self.schema_attributes() if a.identity and a.composite
+            a for a in self.schema.user_attributes() if a.identity and a.composite
         ]
 
         async def identify(temp: _Temp, a: Attribute, value: Any, item: Any) -> None:
@@ -449,9 +449,6 @@ class TxContext:
         if prior is not None and prior[2] != found[2]:
             raise UpsertConflict(temp.shown(), prior, found)
         candidates[temp] = found
-
-    def schema_attributes(self) -> list[Attribute]:
-        return self.schema.user_attributes()
 
     async def _entity(self, spec: Any) -> int:
         t = type(spec)
@@ -772,9 +769,7 @@ class TxContext:
 
     # -- step 5 -----------------------------------------------------------------------------
 
-    def add_tx_entity(self, tx_meta: Mapping[str, Any] | None) -> None:
-        instant_attr = self.schema.attribute("db/txInstant")
-        assert instant_attr is not None
+    def add_tx_entity(self) -> None:
         vk = encode_value(self.instant)
         self.cur[(self.tx, "db/txInstant")] = {vk: self.instant}
         self.changes[(self.tx, "db/txInstant", vk)] = (self.instant, True)
@@ -811,11 +806,11 @@ async def compute_tx(
         ctx._expand_map({**tx_meta, "db/id": "db/current-tx"}, tx_meta, nested=False)
     await ctx.run_calls()
     await ctx.resolve_tempids()
-    ctx.add_tx_entity(tx_meta)
+    ctx.add_tx_entity()
     await ctx.apply()
     await ctx.update_composites()
     schema, changed = await ctx.new_schema()
     return ctx.result(schema, changed)
 
 
-__all__ = ["TxFunction", "TxResult", "compute_tx", "eid_bytes"]
+__all__ = ["TxFunction", "TxResult", "compute_tx"]
