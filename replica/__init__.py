@@ -8,6 +8,8 @@ transactions, DB values, commits, branches).
 
 from __future__ import annotations
 
+from query.edn import EDNError
+from query.types import Keyword, Symbol
 from replica.connection import (
     Connection,
     Diff,
@@ -22,7 +24,6 @@ from replica.connection import (
 )
 from replica.datom import Datom, Stamp
 from replica.db import DB, DatomIter, Entity
-from replica.edn import EDNError
 from replica.errors import (
     BranchError,
     BranchExists,
@@ -50,7 +51,6 @@ from replica.errors import (
     ValueTypeError,
 )
 from replica.schema import Attribute, Schema
-from replica.types import Keyword, Symbol
 from store.base import NodeStore, open_store
 from store.nodes import Nodes, TreeConfig
 from store.tree import Tree, new_nodes

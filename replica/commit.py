@@ -123,4 +123,3 @@ def decode_schema(address: bytes, data: bytes, flexibility: str) -> Schema:
         return Schema(attrs, flexibility)
     except (KeyError, TypeError, ValueError, CodecError) as exc:
         raise CorruptNode(address, f"malformed schema node: {exc}") from exc
-

@@ -113,7 +113,7 @@ def _branch_ref(name: str) -> str:
 
 def _parse_tx(tx_data: Any) -> Any:
     if isinstance(tx_data, str):
-        from replica import edn
+        from query import edn
 
         return edn.loads(tx_data)
     return tx_data
@@ -130,7 +130,9 @@ async def _read_config(store: NodeStore, url: str) -> dict[str, Any]:
     if not isinstance(config, dict) or config.get("kind") != "replica-db":
         raise StoreError(f"{url} holds something that is not a replica database")
     if config.get("format") != DB_FORMAT:
-        raise StoreError(f"database at {url} has format {config.get('format')!r}; we read {DB_FORMAT}")
+        raise StoreError(
+            f"database at {url} has format {config.get('format')!r}; we read {DB_FORMAT}"
+        )
     return config
 
 
@@ -315,9 +317,7 @@ class Connection:
             raise TxDataError("transaction function must be callable", fn)
         self.tx_fns[name] = fn
 
-    async def transact(
-        self, tx_data: Any, tx_meta: Mapping[str, Any] | None = None
-    ) -> TxReport:
+    async def transact(self, tx_data: Any, tx_meta: Mapping[str, Any] | None = None) -> TxReport:
         """Apply ``tx_data`` (Python data or an EDN string) as one transaction; returns its
         TxReport once it is durable. On error nothing is written."""
         self._check_open()
@@ -348,7 +348,9 @@ class Connection:
                     tx_meta=tx_meta,
                     tx_fns=self.tx_fns,
                 )
-                db_after = await write_commit(self.database, db_before, result, stamp, self.replica_id)
+                db_after = await write_commit(
+                    self.database, db_before, result, stamp, self.replica_id
+                )
                 if await self.store.cas_ref(ref, raw, encode_heads([db_after.commit_id])):
                     break
                 # another writer (another process) moved the branch: back off a random,
@@ -362,9 +364,7 @@ class Connection:
                     )
                 await anyio.sleep(random.uniform(0, min(0.05, 0.0005 * 2**attempt)))
             self._db = db_after
-        report = TxReport(
-            db_before, db_after, tuple(result.datoms), result.tempids, tx_meta, tx
-        )
+        report = TxReport(db_before, db_after, tuple(result.datoms), result.tempids, tx_meta, tx)
         self._publish(report)
         return report
 
@@ -506,7 +506,10 @@ class Connection:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
@@ -571,7 +574,10 @@ class _Connecting:
         return self._conn
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self._conn is not None:
             await self._conn.aclose()
@@ -623,7 +629,9 @@ async def with_tx(db: DB, tx_data: Any, tx_meta: Mapping[str, Any] | None = None
     tx = allocate()
     stamp = db.stamp.next(tx, int(time.time() * 1000))
     instant = _dt.datetime.fromtimestamp(stamp.wall_ms / 1000, _dt.UTC)
-    result = await compute_tx(base, tx_data, tx=tx, instant=instant, allocate=allocate, tx_meta=tx_meta)
+    result = await compute_tx(
+        base, tx_data, tx=tx, instant=instant, allocate=allocate, tx_meta=tx_meta
+    )
     db_after = await write_commit(database, base, result, stamp, replica_id)
     return TxReport(db, db_after, tuple(result.datoms), result.tempids, tx_meta, tx)
 

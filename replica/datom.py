@@ -61,7 +61,9 @@ class Datom:
         return 5
 
     def __repr__(self) -> str:
-        return f"#datom [{self.e} {self.a} {self.v!r} {self.tx} {'true' if self.added else 'false'}]"
+        return (
+            f"#datom [{self.e} {self.a} {self.v!r} {self.tx} {'true' if self.added else 'false'}]"
+        )
 
 
 def new_replica_id() -> int:
@@ -115,9 +117,7 @@ STAMP_LEN = 28
 # -- keys ------------------------------------------------------------------------------------
 
 
-def current_keys(
-    e: int, a: str, v: Any, is_ref: bool
-) -> tuple[bytes, bytes, bytes, bytes | None]:
+def current_keys(e: int, a: str, v: Any, is_ref: bool) -> tuple[bytes, bytes, bytes, bytes | None]:
     """Keys of one current datom in eavt, aevt, avet and (refs only) vaet."""
     eb = eid_bytes(e)
     ab = attr_bytes(a)

@@ -145,7 +145,16 @@ class DatomIter:
 class DB:
     """An immutable database value. See the module docstring."""
 
-    __slots__ = ("_as_of", "_filters", "_history", "_since", "_trees", "commit", "database", "schema")
+    __slots__ = (
+        "_as_of",
+        "_filters",
+        "_history",
+        "_since",
+        "_trees",
+        "commit",
+        "database",
+        "schema",
+    )
 
     def __init__(
         self,
@@ -451,7 +460,9 @@ class DB:
         if pending is not None and pending[1] is not None:
             yield [pending[1]]
 
-    def tx_range(self, start: Any = None, end: Any = None) -> AsyncIterator[tuple[int, list[Datom]]]:
+    def tx_range(
+        self, start: Any = None, end: Any = None
+    ) -> AsyncIterator[tuple[int, list[Datom]]]:
         """Transactions from the log in stamp order, as ``(tx, datoms)``; ``start``/``end``
         are Stamps, datetimes or None (end exclusive)."""
         return self._tx_range(start, end)

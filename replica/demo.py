@@ -40,7 +40,9 @@ async def run_demo(items: int = 100_000, directory: str | None = None) -> None:
         store_a = await open_store(url_a)
         nodes_a = Nodes(store_a)
         rng = random.Random(7)
-        data = {_key(i): b"%d.%d C" % (rng.randint(15, 30), rng.randint(0, 9)) for i in range(items)}
+        data = {
+            _key(i): b"%d.%d C" % (rng.randint(15, 30), rng.randint(0, 9)) for i in range(items)
+        }
 
         t0 = time.perf_counter()
         tree = await Tree.build(nodes_a, sorted(data.items()))

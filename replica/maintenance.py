@@ -39,7 +39,9 @@ class VerifyReport:
     bytes: int
 
 
-async def _walk(store: NodeStore, nodes: Nodes, heads: list[bytes], verify: bool = False) -> AsyncIterator[tuple[bytes, bytes]]:
+async def _walk(
+    store: NodeStore, nodes: Nodes, heads: list[bytes], verify: bool = False
+) -> AsyncIterator[tuple[bytes, bytes]]:
     """Every node reachable from ``heads`` (commit addresses), as ``(address, bytes)``,
     each once. With ``verify``, bytes are re-checked against their address here too."""
     from replica.commit import decode_commit
@@ -113,7 +115,9 @@ async def gc(conn: Connection, *, grace_seconds: float = 60.0) -> GcReport:
         marked = await _mark(conn)
     doomed = candidates - marked
     await conn.store.delete_many(doomed)
-    return GcReport(reachable=len(marked), deleted=len(doomed), kept_in_grace=len(candidates) - len(doomed))
+    return GcReport(
+        reachable=len(marked), deleted=len(doomed), kept_in_grace=len(candidates) - len(doomed)
+    )
 
 
 async def verify(conn: Connection, branch: str | None = None) -> VerifyReport:
@@ -157,7 +161,9 @@ async def export_db(conn: Connection, path: str | Path) -> int:
     count = 0
     async with await anyio.open_file(path, "wb") as out:
         await out.write(_frame(header))
-        async for address, data in _walk(conn.store, conn.database.nodes, await _all_heads(conn.store)):
+        async for address, data in _walk(
+            conn.store, conn.database.nodes, await _all_heads(conn.store)
+        ):
             await out.write(_frame([address, data]))
             count += 1
     return count

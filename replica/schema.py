@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from query.types import Keyword, Symbol
 from replica.errors import SchemaError, ValueTypeError
-from replica.types import Keyword, Symbol
 
 VALUE_TYPES = frozenset(
     {
@@ -423,7 +423,9 @@ def coerce_tuple(value: Any, attr: Attribute) -> tuple[Any, ...]:
     if attr.tuple_type is not None:
         if not 1 <= len(value) <= 8:
             raise ValueTypeError(value, "db.type/tuple", "1 to 8 elements", attr.ident)
-        return tuple(None if v is None else coerce_scalar(v, attr.tuple_type, attr.ident) for v in value)
+        return tuple(
+            None if v is None else coerce_scalar(v, attr.tuple_type, attr.ident) for v in value
+        )
     raise ValueTypeError(
         value, "db.type/tuple", "composite tuples are computed, not asserted", attr.ident
     )

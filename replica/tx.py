@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from query.types import Keyword
 from replica.datom import MAX_EID, Datom
 from replica.errors import (
     EntityIdError,
@@ -52,7 +53,6 @@ from replica.schema import (
     coerce_scalar,
     coerce_tuple,
 )
-from replica.types import Keyword
 from replica.values import encode_value
 
 if TYPE_CHECKING:
@@ -236,9 +236,14 @@ class TxContext:
                 a = self._attr(f"{ns}{slash}{name[1:]}", item)
                 if not a.is_ref:
                     raise TxDataError(f"reverse attribute {k} needs a ref attribute", item)
-                targets = val if isinstance(val, list | set | frozenset) and not (
-                    len(val) == 2 and isinstance(val, list) and isinstance(val[0], Keyword)
-                ) else [val]
+                targets = (
+                    val
+                    if isinstance(val, list | set | frozenset)
+                    and not (
+                        len(val) == 2 and isinstance(val, list) and isinstance(val[0], Keyword)
+                    )
+                    else [val]
+                )
                 for t in targets:
                     self.ops.append(("add", self._value_spec(a, t, item), a.ident, e, item))
                 continue
@@ -293,7 +298,9 @@ class TxContext:
                 raise TxDataError(f"{op} takes entity, attribute, old value, new value", item)
             a = self._attr(item[2], item)
             if a.many:
-                raise TxDataError(f"{op} needs a cardinality-one attribute, {a.ident} is many", item)
+                raise TxDataError(
+                    f"{op} needs a cardinality-one attribute, {a.ident} is many", item
+                )
             old = None if item[3] is None else self._value_spec(a, item[3], item)
             new = self._value_spec(a, item[4], item)
             self.ops.append(("cas", self._entity_spec(item[1], item), a.ident, old, new, item))
@@ -625,7 +632,7 @@ class TxContext:
         if e not in self.new_eids:
             for d in await self.db._eav(e, None):
                 attrs.setdefault(d.a)
-        for (ce, ca) in list(self.cur):
+        for ce, ca in list(self.cur):
             if ce == e:
                 attrs.setdefault(ca)
         components: list[int] = []
@@ -747,7 +754,9 @@ class TxContext:
                 raise SchemaError(f"attribute {new.ident!r} is already defined", new.ident)
             updated.append(new)
         for ident in removed:
-            raise SchemaError(f"retracting the definition of attribute {ident!r} is not supported", ident)
+            raise SchemaError(
+                f"retracting the definition of attribute {ident!r} is not supported", ident
+            )
         attrs = {a.ident: a for a in self.schema.user_attributes()}
         for a in updated:
             attrs[a.ident] = a

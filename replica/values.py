@@ -34,8 +34,8 @@ import struct
 import uuid
 from typing import Any
 
+from query.types import Keyword, Symbol
 from replica.errors import ValueTypeError
-from replica.types import Keyword, Symbol
 
 R_NIL = 0x01
 R_BOOL = 0x02
