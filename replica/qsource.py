@@ -1,0 +1,371 @@
+"""A database value as the query layer sees it: ``query.source.DatomSource`` over a ``DB``.
+
+Current (non-view) databases are read straight from the index trees through a cache of
+*decoded leaves*: a leaf node's keys decoded once into datom tuples, kept by node address. Leaf
+addresses are content hashes, so a decoded leaf stays valid in every later database value that
+still holds that leaf (most leaves survive a transaction), and nothing needs invalidating. Views
+(``as_of``, ``since``, ``history``, ``filter``) go through the general ``DB.datoms`` reads.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import OrderedDict
+from collections.abc import Sequence
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
+
+from query.errors import QueryError
+from query.source import AttrInfo, DatomTuple
+from replica.datom import MAX_EID, attr_bytes, eid_bytes
+from replica.errors import ReplicaError
+from replica.values import _dec_str, decode_value, encode_value
+from store.nodes import Node
+
+if TYPE_CHECKING:
+    from replica.db import DB
+    from replica.schema import Attribute
+
+__all__ = ["DBSource", "decoded_leaf_cache_size"]
+
+_E = itemgetter(0)
+
+# -- decoded leaves ----------------------------------------------------------------------------
+
+_LEAVES: OrderedDict[bytes, list[DatomTuple]] = OrderedDict()
+_LEAF_LIMIT = 8192  # leaves of ~60 datoms: ~500k decoded datoms at most
+
+
+def decoded_leaf_cache_size() -> int:
+    return len(_LEAVES)
+
+
+def _dec_eavt(key: bytes, value: bytes) -> DatomTuple:
+    e = int.from_bytes(key[:16], "big")
+    raw, pos = _dec_str(key, 16)
+    v, _ = decode_value(key, pos)
+    return (e, raw.decode(), v, int.from_bytes(value[12:28], "big"), True)
+
+
+def _dec_aevt(key: bytes, value: bytes) -> DatomTuple:
+    raw, pos = _dec_str(key, 0)
+    v, _ = decode_value(key, pos + 16)
+    return (int.from_bytes(key[pos : pos + 16], "big"), raw.decode(), v,
+            int.from_bytes(value[12:28], "big"), True)  # fmt: skip
+
+
+def _dec_avet(key: bytes, value: bytes) -> DatomTuple:
+    raw, pos = _dec_str(key, 0)
+    v, pos = decode_value(key, pos)
+    return (int.from_bytes(key[pos : pos + 16], "big"), raw.decode(), v,
+            int.from_bytes(value[12:28], "big"), True)  # fmt: skip
+
+
+def _dec_vaet(key: bytes, value: bytes) -> DatomTuple:
+    raw, pos = _dec_str(key, 16)
+    return (int.from_bytes(key[pos : pos + 16], "big"), raw.decode(),
+            int.from_bytes(key[:16], "big"), int.from_bytes(value[12:28], "big"), True)  # fmt: skip
+
+
+_DECODE = {"eavt": _dec_eavt, "aevt": _dec_aevt, "avet": _dec_avet, "vaet": _dec_vaet}
+
+
+def _decoded(index: str, leaf: Node) -> list[DatomTuple]:
+    got = _LEAVES.get(leaf.address)
+    if got is not None:
+        return got
+    dec = _DECODE[index]
+    got = [dec(k, v) for k, v in zip(leaf.keys, leaf.values, strict=True)]
+    _LEAVES[leaf.address] = got
+    if len(_LEAVES) > _LEAF_LIMIT:
+        _LEAVES.popitem(last=False)
+    return got
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    p = prefix.rstrip(b"\xff")
+    return p[:-1] + bytes([p[-1] + 1]) if p else None
+
+
+class DBSource:
+    """``DatomSource`` over one ``DB`` value (see the module docstring)."""
+
+    __slots__ = ("_attrs", "_direct", "db", "nodes")
+
+    def __init__(self, db: DB) -> None:
+        self.db = db
+        self.nodes = db.database.nodes
+        self._direct = not (
+            db.is_history or db.is_filtered or db._as_of is not None or db._since is not None
+        )
+        self._attrs: dict[str, AttrInfo | None] = {}
+
+    @property
+    def is_history(self) -> bool:
+        return self.db.is_history
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def _attribute(self, a: str) -> Attribute | None:
+        return self.db.schema.get(a[1:] if a.startswith(":") else a)
+
+    def attr(self, a: str) -> AttrInfo | None:
+        try:
+            return self._attrs[a]
+        except KeyError:
+            pass
+        at = self._attribute(a)
+        info = None
+        if at is not None:
+            unique = at.unique.rpartition("/")[2] if at.unique else None
+            info = AttrInfo(at.ident, at.is_ref, at.many, at.is_component, unique, True,
+                            at.tuple_attrs)  # fmt: skip
+        self._attrs[a] = info
+        return info
+
+    def attrs(self) -> Sequence[str]:
+        return [a.ident for a in self.db.schema._attrs.values()]
+
+    # -- trees -------------------------------------------------------------------------------
+
+    async def _leaves(self, index: str, lo: bytes, hi: bytes | None) -> list[Node]:
+        """Leaf nodes of ``index`` that may hold keys in ``[lo, hi)``, in order."""
+        nodes = self.nodes
+        root = self.db.commit.roots[index]
+        node = nodes.peek(root) or await nodes.load(root)
+        level = [node]
+        while level[0].level:
+            want: list[bytes] = []
+            for n in level:
+                keys = n.keys
+                i = bisect_left(keys, lo)
+                j = len(keys) - 1 if hi is None else min(bisect_left(keys, hi), len(keys) - 1)
+                want.extend(n.children[i : j + 1])
+            if not want:
+                return []
+            peeked = [nodes.peek(a) for a in want]
+            level = [n for n in peeked if n is not None]
+            if len(level) < len(want):
+                level = await nodes.load_many(want)
+        return level
+
+    async def _range(self, index: str, lo: bytes, hi: bytes | None) -> list[DatomTuple]:
+        out: list[DatomTuple] = []
+        for leaf in await self._leaves(index, lo, hi):
+            rows = _decoded(index, leaf)
+            keys = leaf.keys
+            s = bisect_left(keys, lo) if keys[0] < lo else 0
+            if hi is None or keys[-1] < hi:
+                out.extend(rows[s:] if s else rows)
+            else:
+                out.extend(rows[s : bisect_left(keys, hi)])
+        return out
+
+    async def _prefix(self, index: str, prefix: bytes) -> list[DatomTuple]:
+        return await self._range(index, prefix, _prefix_end(prefix))
+
+    # -- values ------------------------------------------------------------------------------
+
+    def _coerce(self, a: str | None, v: Any) -> Any:
+        return self.db._coerce_v(a, v)
+
+    async def _ref_value(self, v: Any) -> int | None:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v if 0 <= v <= MAX_EID else None
+        return await self.entid(v)
+
+    # -- DatomSource -------------------------------------------------------------------------
+
+    async def search(
+        self, e: int | None = None, a: str | None = None, v: Any = None, tx: int | None = None
+    ) -> Sequence[DatomTuple]:
+        if a is not None and a.startswith(":"):
+            a = a[1:]
+        if e is not None and not (
+            isinstance(e, int) and not isinstance(e, bool) and 0 <= e <= MAX_EID
+        ):
+            return []
+        info = self.attr(a) if a is not None else None
+        if v is not None and info is not None and info.ref:
+            v = await self._ref_value(v)
+            if v is None:
+                return []
+        elif v is not None and a is not None:
+            v = self._coerce(a, v)
+        if not self._direct:
+            rows = await self._view_search(e, a, v)
+        else:
+            rows = await self._direct_search(e, a, v, info)
+        if tx is not None:
+            rows = [r for r in rows if r[3] == tx]
+        return rows
+
+    async def _direct_search(
+        self, e: int | None, a: str | None, v: Any, info: AttrInfo | None
+    ) -> list[DatomTuple]:
+        try:
+            if e is not None:
+                prefix = eid_bytes(e)
+                if a is not None:
+                    prefix += attr_bytes(a)
+                    if v is not None:
+                        prefix += encode_value(v)
+                    return await self._prefix("eavt", prefix)
+                rows = await self._prefix("eavt", prefix)
+                if v is not None:
+                    rows = [r for r in rows if r[2] == v and type(r[2]) is type(v)]
+                return rows
+            if a is not None:
+                if v is not None:
+                    return await self._prefix("avet", attr_bytes(a) + encode_value(v))
+                return await self._prefix("aevt", attr_bytes(a))
+            if v is not None:
+                rows = []
+                if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_EID:
+                    rows = await self._prefix("vaet", eid_bytes(v))
+                enc = encode_value(v)
+                every = await self._range("eavt", b"", None)
+                seen = set(rows)
+                rows.extend(r for r in every if r not in seen and encode_value(r[2]) == enc)
+                return rows
+            return await self._range("eavt", b"", None)
+        except ReplicaError:  # a value that cannot be encoded matches nothing
+            return []
+
+    async def _view_search(self, e: int | None, a: str | None, v: Any) -> list[DatomTuple]:
+        db = self.db
+        try:
+            if e is not None:
+                comps: tuple[Any, ...] = (e,) if a is None else (e, a) if v is None else (e, a, v)
+                it = db.datoms("eavt", *comps)
+            elif a is not None:
+                it = db.datoms("aevt", a) if v is None else db.datoms("avet", a, v)
+            else:
+                it = db.datoms("eavt")
+            rows = [(d.e, d.a, d.v, d.tx, d.added) async for d in it]
+        except ReplicaError:
+            return []
+        if e is not None and a is None and v is not None:
+            rows = [r for r in rows if r[2] == v]
+        if e is None and a is None and v is not None:
+            rows = [r for r in rows if r[2] == v]
+        return rows
+
+    async def search_es(self, a: str, es: Sequence[int]) -> Sequence[DatomTuple]:
+        if a.startswith(":"):
+            a = a[1:]
+        if not self._direct:
+            out: list[DatomTuple] = []
+            for e in es:
+                out.extend(await self.search(e, a))
+            return out
+        if len(es) < 8:
+            out = []
+            for e in es:
+                out.extend(await self._prefix("eavt", eid_bytes(e) + attr_bytes(a)))
+            return out
+        ab = attr_bytes(a)
+        rows = await self._range("aevt", ab + eid_bytes(es[0]), _prefix_end(ab + eid_bytes(es[-1])))
+        out = []
+        n = len(rows)
+        for e in es:
+            i = bisect_left(rows, e, key=_E)
+            while i < n and rows[i][0] == e:
+                out.append(rows[i])
+                i += 1
+        return out
+
+    async def search_range(
+        self,
+        a: str,
+        lo: Any = None,
+        hi: Any = None,
+        lo_inclusive: bool = True,
+        hi_inclusive: bool = True,
+    ) -> Sequence[DatomTuple]:
+        if a.startswith(":"):
+            a = a[1:]
+        try:
+            ab = attr_bytes(a)
+            lo_v = None if lo is None else self._coerce(a, lo)
+            hi_v = None if hi is None else self._coerce(a, hi)
+            lo_key = ab if lo_v is None else ab + encode_value(lo_v)
+            if not lo_inclusive and lo_v is not None:
+                lo_key = _prefix_end(lo_key) or lo_key
+            hi_key = _prefix_end(ab)
+            if hi_v is not None:
+                hv = ab + encode_value(hi_v)
+                hi_key = _prefix_end(hv) if hi_inclusive else hv
+        except ReplicaError:
+            return []
+        if self._direct:
+            return await self._range("avet", lo_key, hi_key)
+        rows = []
+        async for d in self.db.datoms("avet", a):
+            rows.append((d.e, d.a, d.v, d.tx, d.added))
+        return [
+            r for r in rows
+            if (lo_v is None or _key(ab, r[2]) >= lo_key) and (hi_key is None or _key(ab, r[2]) < hi_key)
+        ]  # fmt: skip
+
+    async def estimate(self, e: int | None = None, a: str | None = None, v: Any = None) -> int:
+        if a is not None and a.startswith(":"):
+            a = a[1:]
+        try:
+            if e is not None:
+                prefix = eid_bytes(e)
+                index = "eavt"
+                if a is not None:
+                    prefix += attr_bytes(a)
+                    if v is not None:
+                        prefix += encode_value(self._coerce(a, v))
+            elif a is not None:
+                index = "aevt"
+                prefix = attr_bytes(a)
+                if v is not None:
+                    info = self.attr(a)
+                    if info is not None and info.ref and not isinstance(v, int):
+                        return 1
+                    index = "avet"
+                    prefix += encode_value(self._coerce(a, v))
+            elif v is not None and isinstance(v, int) and not isinstance(v, bool):
+                index, prefix = "vaet", eid_bytes(v) if 0 <= v <= MAX_EID else b""
+            else:
+                index, prefix = "eavt", b""
+        except ReplicaError:
+            return 0
+        tree = self.db._trees[index]
+        if not prefix:
+            n = await tree.count()
+        else:
+            n = await tree.count_range(prefix, _prefix_end(prefix))
+        if self.db.is_history:
+            n *= 2
+        return n
+
+    async def entid(self, x: Any) -> int | None:
+        if isinstance(x, bool):
+            raise QueryError("not an entity id", x)
+        if isinstance(x, int):
+            return x if 0 <= x <= MAX_EID else None
+        if isinstance(x, list | tuple) and len(x) == 2 and isinstance(x[0], str):
+            a = x[0][1:] if x[0].startswith(":") else x[0]
+            at = self._attribute(a)
+            if at is None or at.unique is None:
+                raise QueryError("lookup ref attribute is not unique", x)
+            if x[1] is None:
+                return None
+            rows = await self.search(None, a, x[1])
+            return rows[0][0] if rows else None
+        if isinstance(x, str):
+            rows = await self.search(None, "db/ident", x if not x.startswith(":") else x[1:])
+            if not rows:
+                from query.types import Keyword
+
+                rows = await self.search(None, "db/ident", Keyword(x.lstrip(":")))
+            return rows[0][0] if rows else None
+        raise QueryError("cannot be resolved to an entity id", x)
+
+
+def _key(ab: bytes, v: Any) -> bytes:
+    return ab + encode_value(v)
