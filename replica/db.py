@@ -219,6 +219,12 @@ class DB:
         extra = f" ({', '.join(view)})" if view else ""
         return f"<DB commit {self.commit.address.hex()[:16]}{extra}>"
 
+    def __datom_source__(self) -> Any:
+        """This value as the query layer's ``DatomSource`` (replica/qsource.py)."""
+        from replica.qsource import DBSource
+
+        return DBSource(self)
+
     # -- views -------------------------------------------------------------------------------
 
     def _view(self, **changes: Any) -> DB:
