@@ -43,6 +43,8 @@ class AttrInfo:
     """Whether AVET range scans by value are cheap for this attribute."""
     tuple_attrs: tuple[str, ...] | None = None
     """For composite tuple attributes, the attributes it is made of."""
+    value_type: str | None = None
+    """``"db.type/long"``, ``"db.type/string"``, ... or None when undeclared."""
 
 
 @runtime_checkable

@@ -36,6 +36,9 @@ _LEAVES: OrderedDict[bytes, list[DatomTuple]] = OrderedDict()
 _LEAF_LIMIT = 8192  # leaves of ~60 datoms: ~500k decoded datoms at most
 
 
+_BY_ENTITY: OrderedDict[tuple[bytes, ...], dict[int, tuple[DatomTuple, ...]]] = OrderedDict()
+
+
 def decoded_leaf_cache_size() -> int:
     return len(_LEAVES)
 
@@ -119,7 +122,7 @@ class DBSource:
         if at is not None:
             unique = at.unique.rpartition("/")[2] if at.unique else None
             info = AttrInfo(at.ident, at.is_ref, at.many, at.is_component, unique, True,
-                            at.tuple_attrs)  # fmt: skip
+                            at.tuple_attrs, at.value_type)  # fmt: skip
         self._attrs[a] = info
         return info
 
@@ -259,21 +262,38 @@ class DBSource:
             for e in es:
                 out.extend(await self.search(e, a))
             return out
-        if len(es) < 8:
+        ab = attr_bytes(a)
+        total = await self.db._trees["aevt"].count_range(ab, _prefix_end(ab))
+        if len(es) * 32 < total:  # few entities: one index seek each
             out = []
             for e in es:
-                out.extend(await self._prefix("eavt", eid_bytes(e) + attr_bytes(a)))
+                out.extend(await self._prefix("eavt", eid_bytes(e) + ab))
             return out
-        ab = attr_bytes(a)
-        rows = await self._range("aevt", ab + eid_bytes(es[0]), _prefix_end(ab + eid_bytes(es[-1])))
-        out = []
-        n = len(rows)
-        for e in es:
-            i = bisect_left(rows, e, key=_E)
-            while i < n and rows[i][0] == e:
-                out.append(rows[i])
-                i += 1
-        return out
+        by_e = await self._by_entity(a, ab)
+        empty: tuple[DatomTuple, ...] = ()
+        return [r for e in es for r in by_e.get(e, empty)]
+
+    async def _by_entity(self, a: str, ab: bytes) -> dict[int, tuple[DatomTuple, ...]]:
+        """Attribute ``a``'s datoms by entity, cached by the leaves that hold them."""
+        leaves = await self._leaves("aevt", ab, _prefix_end(ab))
+        key = (ab, *(leaf.address for leaf in leaves))
+        got = _BY_ENTITY.get(key)
+        if got is not None:
+            _BY_ENTITY.move_to_end(key)
+            return got
+        by_e: dict[int, list[DatomTuple]] = {}
+        for r in await self._range("aevt", ab, _prefix_end(ab)):
+            lst = by_e.get(r[0])
+            if lst is None:
+                by_e[r[0]] = [r]
+            else:
+                lst.append(r)
+        # tuples, not lists: tuples of plain values drop out of the garbage collector's sight
+        frozen = {e: tuple(rows) for e, rows in by_e.items()}
+        _BY_ENTITY[key] = frozen
+        if len(_BY_ENTITY) > 64:
+            _BY_ENTITY.popitem(last=False)
+        return frozen
 
     async def search_range(
         self,
