@@ -679,11 +679,29 @@ class Evaluator:
             if vc is None:
                 ctx.add(self._rel_from(terms, []))
                 return
+        if isinstance(e, Var) and e.name in bound:
+            await self._resolve_column(src, e.name)
+        if isinstance(v, Var) and v.name in bound and info is not None and info.ref:
+            await self._resolve_column(src, v.name)
         rows: Sequence[Row] | None = None
         how = "scan"
+        if ac is None and isinstance(a, Var) and a.name in bound:
+            arel = ctx.rel_of(a.name)
+            attrs = arel.distinct(a.name) if arel is not None else set()
+            if len(attrs) <= 64 and all(isinstance(x, str) for x in attrs):
+                found_a: list[Row] = []
+                for attr in attrs:
+                    ai = src.attr(attr)
+                    val = vc
+                    if val is not None and ai is not None and ai.ref:
+                        val = await self._resolve_e(src, val)
+                        if val is None:
+                            continue
+                    found_a.extend(await src.search(ec, attr, val, txc))
+                rows = found_a
+                how = f"per-attribute({len(attrs)})"
         if ac is not None and ec is None:
             if isinstance(e, Var) and e.name in bound:
-                await self._resolve_column(src, e.name)
                 rel = ctx.rel_of(e.name)
                 assert rel is not None
                 k = len(rel.rows)
@@ -698,8 +716,6 @@ class Evaluator:
                         rows = [r for r in rows if r[2] == vc and type(r[2]) is tv]
                     how = f"search_es({len(es)})"
             if rows is None and vc is None and isinstance(v, Var) and v.name in bound:
-                if info is not None and info.ref:
-                    await self._resolve_column(src, v.name)
                 rel = ctx.rel_of(v.name)
                 assert rel is not None
                 vals = rel.distinct(v.name)
@@ -1021,8 +1037,15 @@ class Evaluator:
         full: dict[str, set[Row]] = {r: set() for r in group}
         delta: dict[str, set[Row]] = {r: set() for r in group}
         heads = {r: tuple(v.name for v in ctx.rules[r][0].head) for r in group}
+
+        def publish() -> None:
+            # calls nested inside or/not of a branch read the facts found so far
+            for r in group:
+                cache[f"{r}\x00{id(src)}"] = Rel(heads[r], list(full[r]))
+
         first = True
         while first or any(delta.values()):
+            publish()
             new: dict[str, set[Row]] = {r: set() for r in group}
             for rname in group:
                 for branch in ctx.rules[rname]:
@@ -1030,10 +1053,14 @@ class Evaluator:
                         i for i, cl in enumerate(branch.clauses)
                         if isinstance(cl, RuleCall) and cl.name in group
                     ]  # fmt: skip
-                    if first:
+                    nested = _nested_calls(branch.clauses) & group
+                    variants: list[int | None]
+                    if nested:
+                        variants = [None]  # naive: every round, on all facts so far
+                    elif first:
                         if calls:
                             continue  # only base branches in round one
-                        variants: list[int | None] = [None]
+                        variants = [None]
                     else:
                         if not calls:
                             continue
@@ -1046,8 +1073,7 @@ class Evaluator:
                 full[rname] |= new[rname]
             delta = new
             first = False
-        for rname in group:
-            cache[f"{rname}\x00{id(src)}"] = Rel(heads[rname], list(full[rname]))
+        publish()
         return cache[key]
 
     async def _eval_branch(
@@ -1179,6 +1205,24 @@ def _calls(rules: Mapping[str, tuple[RuleBranch, ...]], name: str) -> set[str]:
     return out
 
 
+def _nested_calls(clauses: Iterable[Clause]) -> set[str]:
+    """Rules called from inside or/not/and of ``clauses`` (not at their top level)."""
+    out: set[str] = set()
+
+    def walk(cs: Iterable[Clause], inner: bool) -> None:
+        for c in cs:
+            if isinstance(c, RuleCall):
+                if inner:
+                    out.add(c.name)
+            elif isinstance(c, And | Not):
+                walk(c.clauses, True)
+            elif isinstance(c, Or):
+                walk(c.branches, True)
+
+    walk(clauses, False)
+    return out
+
+
 def _reach(rules: Mapping[str, tuple[RuleBranch, ...]], name: str) -> set[str]:
     seen: set[str] = set()
     todo = [name]
@@ -1305,8 +1349,6 @@ async def _aggregate(query: Query, rel: Rel, elements: tuple[FindElem, ...], ctx
     groups: dict[Row, list[Row]] = {}
     for r in rows:
         groups.setdefault(tuple(r[i] for i in group_idx), []).append(r)
-    if not groups and not group_idx:
-        groups[()] = []
     out: list[Row] = []
     for key, members in groups.items():
         vals: list[Any] = []
