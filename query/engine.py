@@ -556,7 +556,7 @@ class Evaluator:
 
     async def _cost(self, c: Pattern, bound: set[str]) -> float:
         src = self.ctx.source(c.src)
-        if not isinstance(src, DatomSource):
+        if _is_collection(src):
             return float(len(src)) if hasattr(src, "__len__") else 1e9
         terms = list(c.terms) + [Placeholder()] * (5 - len(c.terms))
         e, a, v = terms[0], terms[1], terms[2]
@@ -644,7 +644,7 @@ class Evaluator:
         terms = c.terms
         n = len(terms)
         bound = ctx.bound()
-        if not isinstance(src, DatomSource):
+        if _is_collection(src):
             if not _is_collection(src):
                 raise QueryError("a data source must be a database or a collection", c)
             consts = {i: t.value for i, t in enumerate(terms) if isinstance(t, Const)}
@@ -709,8 +709,18 @@ class Evaluator:
                 if vc is not None:
                     est = await self._estimate(src, None, ac, vc)
                 if k * 1.5 < est:
-                    es = sorted(rel.distinct(e.name))
-                    rows = await src.search_es(ac, es) if es else []
+                    es = list(rel.distinct(e.name))
+                    by_e = await src.search_es(ac, es) if es else {}
+                    done = self._extend(rel, e.name, padded, by_e, vc)
+                    if done is not None:
+                        ctx.rels = [done if x is rel else x for x in ctx.rels]
+                        self.last_how = f"search_es({len(es)}) joined in place"
+                        ctx.eid_vars.add(e.name)
+                        if isinstance(v, Var) and info is not None and info.ref:
+                            ctx.eid_vars.add(v.name)
+                        return
+                    empty: tuple[Row, ...] = ()
+                    rows = [d for x in es for d in by_e.get(x, empty)]
                     if vc is not None:
                         tv = type(vc)
                         rows = [r for r in rows if r[2] == vc and type(r[2]) is tv]
@@ -744,6 +754,76 @@ class Evaluator:
         if isinstance(v, Var) and info is not None and info.ref:
             ctx.eid_vars.add(v.name)
         ctx.add(self._rel_from(terms, rows))
+
+    def _extend(
+        self, rel: Rel, evar: str, terms: Sequence[Term], by_e: Mapping[int, Any], vc: Any
+    ) -> Rel | None:
+        """Join a pattern ``[?e :a v tx added]`` whose ``?e`` is bound in ``rel`` straight into
+        ``rel`` from the entities' datoms (an index nested-loop join, no hash table). None when
+        the pattern's shape needs the general path."""
+        checks: list[tuple[int, Any]] = []
+        if vc is not None:
+            checks.append((2, vc))
+        if isinstance(terms[4], Const):
+            checks.append((4, bool(terms[4].value)))
+        new_pos: list[int] = []
+        new_vars: list[str] = []
+        eq: list[tuple[int, int]] = []
+        seen = {evar}
+        bound = self.ctx.bound()
+        for pos in (2, 3, 4):
+            t = terms[pos]
+            if isinstance(t, Var):
+                if t.name in seen:
+                    return None
+                seen.add(t.name)
+                if t.name in rel.vars:
+                    eq.append((pos, rel.col(t.name)))
+                elif t.name in bound:
+                    return None
+                else:
+                    new_pos.append(pos)
+                    new_vars.append(t.name)
+        ie = rel.col(evar)
+        get = by_e.get
+        out: list[Row] = []
+        add = out.append
+        if not checks and not eq and len(new_pos) == 1:
+            p = new_pos[0]
+            for r in rel.rows:
+                ds = get(r[ie])
+                if ds:
+                    for d in ds:
+                        add((*r, d[p]))
+            return Rel((*rel.vars, new_vars[0]), out)
+
+        if not new_pos and not eq and len(checks) == 1 and checks[0][0] == 2:
+            tv = type(vc)
+            for r in rel.rows:
+                ds = get(r[ie])
+                if ds:
+                    for d in ds:
+                        x = d[2]
+                        if x == vc and type(x) is tv:
+                            add(r)
+                            break
+            return Rel(rel.vars, out)
+
+        def ok(d: Row, r: Row) -> bool:
+            for p, val in checks:
+                x = d[p]
+                if x != val or type(x) is not type(val):
+                    return False
+            return all(d[p] == r[c] for p, c in eq)
+
+        if not new_pos:
+            return Rel(rel.vars, [r for r in rel.rows if any(ok(d, r) for d in get(r[ie], ()))])
+        xget = _getter(new_pos)
+        for r in rel.rows:
+            for d in get(r[ie], ()):
+                if ok(d, r):
+                    add(r + xget(d))
+        return Rel(rel.vars + tuple(new_vars), out)
 
     async def _resolve_attr(self, src: DatomSource, a: Any) -> str | None:
         """An attribute given by entity id (or lookup ref): its ident."""

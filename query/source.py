@@ -20,7 +20,7 @@ Conventions shared by every method:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -73,9 +73,11 @@ class DatomSource(Protocol):
         is an entity id. A value that cannot belong to ``a`` (wrong type) matches nothing."""
         ...
 
-    async def search_es(self, a: str, es: Sequence[int]) -> Sequence[DatomTuple]:
-        """The datoms of attribute ``a`` of each entity in ``es`` (sorted ascending, no
-        duplicates): the batched form of ``search(e, a)`` for joins on a bound entity."""
+    async def search_es(self, a: str, es: Sequence[int]) -> Mapping[int, Sequence[DatomTuple]]:
+        """The datoms of attribute ``a`` of each entity in ``es`` (distinct, any order), as a
+        mapping from entity id to its datoms: the batched form of ``search(e, a)`` for joins
+        on a bound entity. The mapping may hold other entities too; an entity of ``es``
+        without datoms of ``a`` may be missing from it."""
         ...
 
     async def search_range(
@@ -91,9 +93,7 @@ class DatomSource(Protocol):
         value order, so only values of the bound's own type are returned."""
         ...
 
-    async def estimate(
-        self, e: int | None = None, a: str | None = None, v: Any = None
-    ) -> int:
+    async def estimate(self, e: int | None = None, a: str | None = None, v: Any = None) -> int:
         """An upper bound on ``len(await search(e, a, v))``, cheap (O(log n), no scan)."""
         ...
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -254,24 +254,25 @@ class DBSource:
             rows = [r for r in rows if r[2] == v]
         return rows
 
-    async def search_es(self, a: str, es: Sequence[int]) -> Sequence[DatomTuple]:
+    async def search_es(self, a: str, es: Sequence[int]) -> Mapping[int, Sequence[DatomTuple]]:
         if a.startswith(":"):
             a = a[1:]
+        out: dict[int, Sequence[DatomTuple]] = {}
         if not self._direct:
-            out: list[DatomTuple] = []
             for e in es:
-                out.extend(await self.search(e, a))
+                found = await self.search(e, a)
+                if found:
+                    out[e] = found
             return out
         ab = attr_bytes(a)
         total = await self.db._trees["aevt"].count_range(ab, _prefix_end(ab))
         if len(es) * 32 < total:  # few entities: one index seek each
-            out = []
             for e in es:
-                out.extend(await self._prefix("eavt", eid_bytes(e) + ab))
+                found = await self._prefix("eavt", eid_bytes(e) + ab)
+                if found:
+                    out[e] = found
             return out
-        by_e = await self._by_entity(a, ab)
-        empty: tuple[DatomTuple, ...] = ()
-        return [r for e in es for r in by_e.get(e, empty)]
+        return await self._by_entity(a, ab)
 
     async def _by_entity(self, a: str, ab: bytes) -> dict[int, tuple[DatomTuple, ...]]:
         """Attribute ``a``'s datoms by entity, cached by the leaves that hold them."""
