@@ -2,13 +2,15 @@
 
 This module is the front door: it only re-exports. ``import replica`` is all a user needs; the
 layers are ``store`` (bytes and trees), ``query`` (Datalog), ``replica`` (the database) and
-``sync`` (replication). What exists so far: the storage foundation and the database (datoms, schema,
-transactions, DB values, commits, branches).
+``sync`` (replication). What exists so far: the storage foundation, the database (datoms, schema,
+transactions, DB values, commits, branches) and Datalog queries.
 """
 
 from __future__ import annotations
 
 from query.edn import EDNError
+from query.engine import Plan, explain, q
+from query.errors import QueryError, QueryParseError
 from query.types import Keyword, Symbol
 from replica.connection import (
     Connection,
@@ -81,6 +83,9 @@ __all__ = [
     "NodeNotFound",
     "NodeStore",
     "Nodes",
+    "Plan",
+    "QueryError",
+    "QueryParseError",
     "ReplicaError",
     "Schema",
     "SchemaError",
@@ -105,8 +110,10 @@ __all__ = [
     "database_exists",
     "delete_database",
     "diff",
+    "explain",
     "load_entities",
     "new_nodes",
     "open_store",
+    "q",
     "with_tx",
 ]
