@@ -260,7 +260,8 @@ class Query:
     """A parsed query.
 
     ``keys`` is None or ``(kind, names)`` with kind ``"keys"``, ``"strs"`` or ``"syms"``
-    (results become dicts). ``inputs`` defaults to ``(SrcVar("$"),)``. ``order_by`` items are
+    (results become dicts). Without ``:in``, ``inputs`` is ``(SrcVar("$"),)`` when a clause reads
+    a source, else ``()`` (as in DataScript). ``order_by`` items are
     ``(find var, direction)``; ``offset``/``limit`` are None when absent.
     """
 

@@ -379,7 +379,10 @@ def clause_vars(c: Clause) -> set[str]:
 def _inputs_of(c: Clause) -> set[str]:
     """Variables that must be bound before a predicate/function runs."""
     if isinstance(c, Predicate | Function):
-        return set(_vars_of_terms(c.args))
+        out = set(_vars_of_terms(c.args))
+        if c.fn.startswith("?"):  # a function passed in through :in
+            out.add(c.fn)
+        return out
     return set()
 
 
@@ -474,7 +477,7 @@ class Evaluator:
         if isinstance(c, Predicate | Function):
             from query.builtins import DB_FUNCTIONS, resolve_function
 
-            if c.fn not in DB_FUNCTIONS and c.fn != "q":
+            if c.fn not in DB_FUNCTIONS and c.fn != "q" and not c.fn.startswith("?"):
                 resolve_function(c.fn)
         elif isinstance(c, RuleCall) and c.name not in self.ctx.rules:
             raise QueryError("unknown rule", c.name)
@@ -906,8 +909,17 @@ class Evaluator:
             return lambda r: [r[i] for i in idx]
         return lambda r: [r[i] if is_var else i for is_var, i in parts]
 
+    def _function(self, name: str, c: Clause) -> Callable[..., Any]:
+        """A built-in or registered function by name, or the function an input variable
+        holds (``:in ?f`` then ``[(?f ?x)]``)."""
+        from query.builtins import resolve_function
+
+        if not name.startswith("?"):
+            return resolve_function(name)
+        return _var_function(self.ctx, name, c, resolve_function)
+
     async def predicate(self, c: Predicate) -> None:
-        from query.builtins import DB_FUNCTIONS, resolve_function
+        from query.builtins import DB_FUNCTIONS
 
         ctx = self.ctx
         vars_ = _vars_of_terms(c.args)
@@ -924,7 +936,7 @@ class Evaluator:
                     keep.append(r)
             rel.rows = keep
             return
-        fn = resolve_function(c.fn)
+        fn = self._function(c.fn, c)
         fast = _fast_compare(c, rel)
         if fast is not None:
             rel.rows = [r for r in rel.rows if fast(r)]
@@ -932,7 +944,7 @@ class Evaluator:
         rel.rows = [r for r in rel.rows if _call(c, fn, get(r))]
 
     async def function(self, c: Function) -> None:
-        from query.builtins import DB_FUNCTIONS, resolve_function
+        from query.builtins import DB_FUNCTIONS
 
         ctx = self.ctx
         vars_ = _vars_of_terms(c.args)
@@ -954,7 +966,7 @@ class Evaluator:
             for r in rel.rows:
                 results.append((r, await _call_async(c, afn, get(r))))
         else:
-            fn = resolve_function(c.fn)
+            fn = self._function(c.fn, c)
             for r in rel.rows:
                 results.append((r, _call(c, fn, get(r))))
         rows: list[Row] = []
@@ -1198,6 +1210,21 @@ class Evaluator:
         return set(got.project(head))
 
 
+def _var_function(
+    ctx: Ctx, name: str, form: Any, resolve: Callable[[str], Callable[..., Any]]
+) -> Callable[..., Any]:
+    rel = ctx.rel_of(name)
+    values = rel.distinct(name) if rel is not None else set()
+    if len(values) != 1:
+        raise QueryError(f"{name} must be bound to one function", form)
+    value = next(iter(values))
+    if isinstance(value, str):
+        return resolve(value)
+    if not callable(value):
+        raise QueryError(f"{name} is not a function", value)
+    return value  # type: ignore[no-any-return]
+
+
 def _dedupe_rename(rel: Rel, names: Sequence[str]) -> Rel:
     """``rel``'s columns renamed to ``names``; a name used twice keeps equal rows once."""
     first: dict[str, int] = {}
@@ -1435,7 +1462,11 @@ async def _aggregate(query: Query, rel: Rel, elements: tuple[FindElem, ...], ctx
         ki = iter(key)
         for i, el in enumerate(elements):
             if isinstance(el, FindAggregate):
-                fn = resolve_aggregate(el.fn)
+                fn = (
+                    _var_function(ctx, el.fn, el, resolve_aggregate)
+                    if el.fn.startswith("?")
+                    else resolve_aggregate(el.fn)
+                )
                 args = []
                 for a in el.args:
                     if isinstance(a, Var):
@@ -1579,8 +1610,6 @@ async def _finish(query: Query, ctx: Ctx) -> Any:
         return rows[0][0] if rows else None
     if isinstance(find, FindColl):
         return [r[0] for r in rows]
-    if isinstance(find, FindTuple):
-        return rows[0] if rows else None
     if query.keys is not None:
         from query.types import Keyword, Symbol
 
@@ -1589,7 +1618,11 @@ async def _finish(query: Query, ctx: Ctx) -> Any:
             Keyword if kind == "keys" else Symbol if kind == "syms" else str
         )
         keys = [make(n) for n in names]
+        if isinstance(find, FindTuple):
+            return dict(zip(keys, rows[0], strict=True)) if rows else None
         return [dict(zip(keys, r, strict=True)) for r in rows]
+    if isinstance(find, FindTuple):
+        return rows[0] if rows else None
     return rows if as_list else set(rows)
 
 
