@@ -38,6 +38,7 @@ from operator import itemgetter
 from typing import Any
 
 from query.ast import (
+    DEFAULT_SRC,
     And,
     BindColl,
     BindIgnore,
@@ -256,6 +257,7 @@ class Stats:
 
 class Ctx:
     __slots__ = (
+        "default",
         "depth",
         "eid_vars",
         "fresh",
@@ -283,10 +285,12 @@ class Ctx:
         self.rule_rels: dict[str, Rel] = {}  # recursive rule name -> relation in use
         self.fresh = fresh
         self.eid_vars: set[str] = set()  # variables known to hold entity ids
+        self.default = "$"
 
     def child(self) -> Ctx:
         c = Ctx(self.sources, self.rules, self.stats, self.fresh)
         c.depth = self.depth + 1
+        c.default = self.default
         c.recursive = self.recursive
         c.rule_rels = self.rule_rels
         return c
@@ -329,7 +333,9 @@ class Ctx:
         return any(not r.rows for r in self.rels)
 
     def source(self, src: SrcVar | None) -> Any:
-        name = "$" if src is None else src.name
+        # a pattern without a source reads the default one, which ($2 not ...) / ($2 or ...)
+        # change for their clauses; an explicitly written $ still means the query's $
+        name = self.default if src is None or src is DEFAULT_SRC else src.name
         try:
             return self.sources[name]
         except KeyError:
@@ -358,9 +364,9 @@ def clause_vars(c: Clause) -> set[str]:
     if isinstance(c, Pattern):
         return set(_vars_of_terms(c.terms))
     if isinstance(c, Predicate):
-        return set(_vars_of_terms(c.args))
+        return _inputs_of(c)
     if isinstance(c, Function):
-        return set(_vars_of_terms(c.args)) | set(_binding_vars(c.binding))
+        return _inputs_of(c) | set(_binding_vars(c.binding))
     if isinstance(c, RuleCall):
         return set(_vars_of_terms(c.args))
     if isinstance(c, And):
@@ -392,21 +398,25 @@ def _inputs_of(c: Clause) -> set[str]:
 def bind_value(b: Binding, value: Any, form: Any) -> Rel:
     """A relation from binding ``value`` to the binding form ``b``."""
     if isinstance(b, BindScalar):
+        if isinstance(value, list):  # a lookup ref or vector: rows must be hashable
+            value = tuple(value)
         return Rel((b.var.name,), [(value,)])
     if isinstance(b, BindIgnore):
         return Rel((), [()])
     if isinstance(b, BindTuple):
         if not isinstance(value, list | tuple):
-            raise QueryError("cannot bind a tuple form to a non-sequence value", value)
+            raise QueryError("Cannot bind value to a tuple form (not a sequence)", value)
         if len(value) < len(b.items):
-            raise QueryError(f"not enough elements to bind {len(b.items)} variables", value)
+            raise QueryError(
+                f"Cannot bind value: not enough elements for {len(b.items)} variables", value
+            )
         rel = Rel((), [()])
         for item, v in zip(b.items, value, strict=False):
             rel = join(rel, bind_value(item, v, form))
         return rel
     if isinstance(b, BindColl):
         if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
-            raise QueryError("cannot bind a collection form to a non-collection value", value)
+            raise QueryError("Cannot bind value to a collection form (not a collection)", value)
         vars_ = tuple(dict.fromkeys(_binding_vars(b.item)))
         rows: list[Row] = []
         for item in value:
@@ -470,7 +480,7 @@ class Evaluator:
             if not vars_:
                 rels.append(Rel((), [()] if r.rows else []))
             else:
-                rels.append(Rel(vars_, list(set(r.project(vars_)))))
+                rels.append(Rel(vars_, _distinct(r.project(vars_))))
         ctx.rels = rels
 
     def _check_resolvable(self, c: Clause) -> None:
@@ -615,32 +625,6 @@ class Evaluator:
             return None
         return await src.entid(x)
 
-    async def _resolve_column(self, src: DatomSource, var: str) -> None:
-        """Entity positions bound to lookup refs or idents: resolve them to entity ids."""
-        if var in self.ctx.eid_vars:
-            return
-        rel = self.ctx.rel_of(var)
-        if rel is None:
-            return
-        i = rel.col(var)
-        if all(isinstance(r[i], int) and not isinstance(r[i], bool) for r in rel.rows):
-            return
-        cache: dict[Any, int | None] = {}
-        rows = []
-        for r in rel.rows:
-            x = r[i]
-            key = tuple(x) if isinstance(x, list) else x
-            if key not in cache:
-                try:
-                    cache[key] = await self._resolve_e(src, x)
-                except QueryError:
-                    cache[key] = None
-            eid = cache[key]
-            if eid is not None:
-                rows.append((*r[:i], eid, *r[i + 1 :]))
-        rel.rows = rows
-        self.ctx.eid_vars.add(var)
-
     async def pattern(self, c: Pattern, pending: list[Clause]) -> None:
         ctx = self.ctx
         src = ctx.source(c.src)
@@ -658,6 +642,56 @@ class Evaluator:
                         consts[i] = rel.rows[0][rel.col(t.name)]
             ctx.add(self._rel_from(terms, _coll_rows(src, n, consts)))
             return
+        # bound entity positions holding lookup refs or idents: join through a hidden column
+        # of their entity ids in this source (the variable keeps the value it was given)
+        shadows: list[str] = []
+        ac0 = terms[1].value if n > 1 and isinstance(terms[1], Const) else None
+        info0 = src.attr(ac0) if isinstance(ac0, str) else None
+        positions = [0] + ([2] if n > 2 and info0 is not None and info0.ref else [])
+        for pos in positions:
+            t = terms[pos]
+            if not isinstance(t, Var) or t.name not in bound or t.name in ctx.eid_vars:
+                continue
+            rel0 = ctx.rel_of(t.name)
+            assert rel0 is not None
+            vals = rel0.distinct(t.name)
+            if all(type(x) is int for x in vals):
+                ctx.eid_vars.add(t.name)
+                continue
+            mapping = []
+            for x in vals:
+                if isinstance(x, list | tuple):  # a lookup ref must name an entity
+                    mapping.append((x, await self._entid_strict(src, x)))
+                    continue
+                try:  # anything else that names no entity matches nothing (DataScript #214)
+                    eid = x if type(x) is int else await src.entid(x)
+                except QueryError:
+                    eid = None
+                if eid is not None:
+                    mapping.append((x, eid))
+            shadow = f"{t.name}\x00e{next(ctx.fresh)}"
+            ctx.add(Rel((t.name, shadow), mapping))
+            ctx.eid_vars.add(shadow)
+            terms = (*terms[:pos], Var(shadow), *terms[pos + 1 :])
+            shadows.append(shadow)
+        await self._db_pattern(c, src, terms, pending)
+        if shadows:
+            self._drop_vars(shadows)
+
+    async def _entid_strict(self, src: DatomSource, x: Any) -> int:
+        if type(x) is int:
+            return x
+        eid = await src.entid(x)
+        if eid is None:
+            raise QueryError("Nothing found for entity id", x)
+        return eid
+
+    async def _db_pattern(
+        self, c: Pattern, src: DatomSource, terms: Sequence[Term], pending: list[Clause]
+    ) -> None:
+        ctx = self.ctx
+        n = len(terms)
+        bound = ctx.bound()
         padded: list[Term] = [*terms, *([Placeholder()] * (5 - n))]
         e, a, v, tx, added = padded
         ec: Any = e.value if isinstance(e, Const) else None
@@ -665,10 +699,7 @@ class Evaluator:
         vc: Any = v.value if isinstance(v, Const) else None
         txc: Any = tx.value if isinstance(tx, Const) else None
         if ec is not None:
-            ec = await self._resolve_e(src, ec)
-            if ec is None:
-                ctx.add(self._rel_from(terms, []))
-                return
+            ec = await self._entid_strict(src, ec)
         if txc is not None:
             txc = await self._resolve_e(src, txc)
         if ac is not None and not isinstance(ac, str):
@@ -678,14 +709,7 @@ class Evaluator:
                 return
         info = src.attr(ac) if ac is not None else None
         if vc is not None and info is not None and info.ref:
-            vc = await self._resolve_e(src, vc)
-            if vc is None:
-                ctx.add(self._rel_from(terms, []))
-                return
-        if isinstance(e, Var) and e.name in bound:
-            await self._resolve_column(src, e.name)
-        if isinstance(v, Var) and v.name in bound and info is not None and info.ref:
-            await self._resolve_column(src, v.name)
+            vc = await self._entid_strict(src, vc)
         rows: Sequence[Row] | None = None
         how = "scan"
         if ac is None and isinstance(a, Var) and a.name in bound:
@@ -932,7 +956,7 @@ class Evaluator:
             afn = DB_FUNCTIONS[c.fn]
             keep = []
             for r in rel.rows:
-                if await _call_async(c, afn, get(r)):
+                if _truthy(await _call_async(c, afn, get(r))):
                     keep.append(r)
             rel.rows = keep
             return
@@ -941,7 +965,7 @@ class Evaluator:
         if fast is not None:
             rel.rows = [r for r in rel.rows if fast(r)]
             return
-        rel.rows = [r for r in rel.rows if _call(c, fn, get(r))]
+        rel.rows = [r for r in rel.rows if _truthy(_call(c, fn, get(r)))]
 
     async def function(self, c: Function) -> None:
         from query.builtins import DB_FUNCTIONS
@@ -1011,7 +1035,8 @@ class Evaluator:
         rel = ctx.collapse(join_vars)
         sub = ctx.child()
         if c.src is not None:
-            sub.sources = {**ctx.sources, "$": ctx.source(c.src)}
+            ctx.source(c.src)  # must exist
+            sub.default = c.src.name
         keys = list(set(rel.project(join_vars)))
         sub.rels = [Rel(tuple(join_vars), keys)]
         await Evaluator(sub).run(c.clauses, join_vars)
@@ -1040,7 +1065,8 @@ class Evaluator:
         for branch in c.branches:
             sub = ctx.child()
             if c.src is not None:
-                sub.sources = {**ctx.sources, "$": ctx.source(c.src)}
+                ctx.source(c.src)  # must exist
+                sub.default = c.src.name
             if seed is not None:
                 sub.rels = [Rel(seed.vars, list(seed.rows))]
             clauses = branch.clauses if isinstance(branch, And) else (branch,)
@@ -1094,12 +1120,13 @@ class Evaluator:
             # expand like an or-join over the call's variables
             alts = tuple(And(_rename_branch(b, call_vars, ctx.fresh)) for b in branches)
             sub_or = Or(None, tuple(Var(v) for v in call_vars), (), alts)
-            saved = ctx.sources
+            saved, saved_default = ctx.sources, ctx.default
             ctx.sources = {**saved, "$": src}
+            ctx.default = "$"
             try:
                 await self.or_(sub_or)
             finally:
-                ctx.sources = saved
+                ctx.sources, ctx.default = saved, saved_default
         # drop the helper variables of constants and placeholders
         hidden = [v for v in call_vars if v.startswith("?\x00")]
         if hidden:
@@ -1180,6 +1207,7 @@ class Evaluator:
         ctx = self.ctx
         sub = ctx.child()
         sub.sources = {**ctx.sources, "$": src}
+        sub.default = "$"
         clauses: list[Clause] = []
         for i, cl in enumerate(branch.clauses):
             if isinstance(cl, RuleCall) and cl.name in group:
@@ -1208,6 +1236,36 @@ class Evaluator:
                 f"Insufficient bindings: {', '.join(missing)} not bound in rule", branch.name
             )
         return set(got.project(head))
+
+
+def _truthy(x: Any) -> bool:
+    """Clojure truth: only nil and false are false (0 and "" are true)."""
+    return x is not None and x is not False
+
+
+def _frozen(x: Any) -> Any:
+    if isinstance(x, list | tuple):
+        return tuple(_frozen(y) for y in x)
+    if isinstance(x, dict):
+        return frozenset((_frozen(k), _frozen(v)) for k, v in x.items())
+    if isinstance(x, set):
+        return frozenset(_frozen(y) for y in x)
+    return x
+
+
+def _distinct(rows: list[Row]) -> list[Row]:
+    """Rows without duplicates, also when some hold unhashable values (lists, dicts)."""
+    try:
+        return list(set(rows))
+    except TypeError:
+        seen: set[Any] = set()
+        out = []
+        for r in rows:
+            k = _frozen(r)
+            if k not in seen:
+                seen.add(k)
+                out.append(r)
+        return out
 
 
 def _var_function(
@@ -1258,6 +1316,9 @@ def _rename_branch(
     def term(t: Any) -> Any:
         return var(t) if isinstance(t, Var) else t
 
+    def fname(name: str) -> str:  # a function held in a variable follows the renaming
+        return var(Var(name)).name if name.startswith("?") else name
+
     def binding(b: Binding) -> Binding:
         if isinstance(b, BindScalar):
             return BindScalar(var(b.var))
@@ -1271,9 +1332,9 @@ def _rename_branch(
         if isinstance(c, Pattern):
             return Pattern(c.src, tuple(term(t) for t in c.terms))
         if isinstance(c, Predicate):
-            return Predicate(c.fn, tuple(term(t) for t in c.args))
+            return Predicate(fname(c.fn), tuple(term(t) for t in c.args))
         if isinstance(c, Function):
-            return Function(c.fn, tuple(term(t) for t in c.args), binding(c.binding))
+            return Function(fname(c.fn), tuple(term(t) for t in c.args), binding(c.binding))
         if isinstance(c, RuleCall):
             return RuleCall(c.src, c.name, tuple(term(t) for t in c.args))
         if isinstance(c, And):
@@ -1424,9 +1485,9 @@ async def _bind_inputs(query: Query, inputs: Sequence[Any], ctx: Ctx) -> None:
     from query.parser import parse_rules
 
     if len(inputs) != len(query.inputs):
+        kind = "Extra inputs passed" if len(inputs) > len(query.inputs) else "Too few inputs passed"
         raise QueryError(
-            f"Wrong number of arguments for bindings {len(query.inputs)} in :in, "
-            f"{len(inputs)} given",
+            f"{kind}: the query's :in has {len(query.inputs)} bindings, {len(inputs)} inputs given",
             None,
         )
     for spec, value in zip(query.inputs, inputs, strict=True):
@@ -1451,7 +1512,7 @@ async def _aggregate(query: Query, rel: Rel, elements: tuple[FindElem, ...], ctx
 
     find_vars = [_elem_var(el) for el in elements]
     with_vars = [v.name for v in query.with_]
-    rows = set(rel.project(find_vars + with_vars))
+    rows = _distinct(rel.project(find_vars + with_vars))
     group_idx = [i for i, el in enumerate(elements) if not isinstance(el, FindAggregate)]
     groups: dict[Row, list[Row]] = {}
     for r in rows:
@@ -1580,21 +1641,22 @@ async def _finish(query: Query, ctx: Ctx) -> Any:
     find = query.find
     elements = _find_elements(find)
     needed = [_elem_var(el) for el in elements] + [v.name for v in query.with_]
-    bound = ctx.bound()
-    for v in needed:
-        if v not in bound:
-            raise QueryError("find variable is not bound by the query", Var(v))
-    rel = ctx.collapse(needed)
-    if ctx.is_empty():
-        rel = Rel(rel.vars, [])
+    if ctx.is_empty():  # evaluation stopped early: some clause matched nothing
+        rel = Rel(tuple(needed), [])
+    else:
+        bound = ctx.bound()
+        for v in needed:
+            if v not in bound:
+                raise QueryError("find variable is not bound by the query", Var(v))
+        rel = ctx.collapse(needed)
     if any(isinstance(el, FindAggregate) for el in elements):
         rows = await _aggregate(query, rel, elements, ctx)
         as_list = bool(query.with_)
     elif query.with_:
-        rows = [r[: len(elements)] for r in set(rel.project(needed))]
+        rows = [r[: len(elements)] for r in _distinct(rel.project(needed))]
         as_list = True
     else:
-        rows = list(set(rel.project(needed)))
+        rows = _distinct(rel.project(needed))
         as_list = False
     if any(isinstance(el, FindPull) for el in elements):
         rows = await _pull_rows(rows, elements, ctx)
@@ -1623,7 +1685,12 @@ async def _finish(query: Query, ctx: Ctx) -> Any:
         return [dict(zip(keys, r, strict=True)) for r in rows]
     if isinstance(find, FindTuple):
         return rows[0] if rows else None
-    return rows if as_list else set(rows)
+    if as_list:
+        return rows
+    try:
+        return set(rows)
+    except TypeError:  # a row holds a list or a dict (vector, hash-map, (min n ?x) ...)
+        return rows
 
 
 async def explain(query: Any, *inputs: Any) -> Plan:

@@ -8,9 +8,11 @@ transactions, DB values, commits, branches) and Datalog queries.
 
 from __future__ import annotations
 
+from query.builtins import register_aggregate, register_function
 from query.edn import EDNError
 from query.engine import Plan, explain, q
 from query.errors import QueryError, QueryParseError
+from query.pull import pull, pull_many
 from query.types import Keyword, Symbol
 from replica.connection import (
     Connection,
@@ -114,6 +116,10 @@ __all__ = [
     "load_entities",
     "new_nodes",
     "open_store",
+    "pull",
+    "pull_many",
     "q",
+    "register_aggregate",
+    "register_function",
     "with_tx",
 ]
