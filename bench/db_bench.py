@@ -180,10 +180,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             i += 1
             url = fresh_url("file", tmp, i)
             async with replica.connect(url, create=True, schema=SCHEMA) as conn:
+                stats: dict[str, int] = getattr(conn.store, "stats", {})
+                fsyncs = stats.get("fsyncs", 0)
                 t0 = time.perf_counter()
                 for k in range(n):
                     await conn.transact([["db/add", k + 1, "age", k % 100]])
                 ours_s.append(time.perf_counter() - t0)
+                report["fsyncs_per_single_datom_tx"] = (stats.get("fsyncs", 0) - fsyncs) / n
                 report["file_store_bytes_after_single_tx"] = dir_size(Path(url[7:]))
             sq_s.append(sqlite_single_row_tx(tmp / f"sq-{i}.db", n))
         report["durable_single_datom_tx"] = {
@@ -223,7 +226,11 @@ async def big_load(datoms: int, cache_mb: int) -> dict[str, Any]:
                 done = (start + len(ents)) * 5
                 if done % 500_000 == 0 or done == datoms:
                     checkpoints.append(
-                        {"datoms": done, "peak_rss_mb": rss_mb(), "seconds": time.perf_counter() - t0}
+                        {
+                            "datoms": done,
+                            "peak_rss_mb": rss_mb(),
+                            "seconds": time.perf_counter() - t0,
+                        }
                     )
                     print(json.dumps(checkpoints[-1]), file=sys.stderr, flush=True)
             size = dir_size(Path(tmp, "db"))

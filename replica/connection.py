@@ -10,13 +10,15 @@ new head: optimistic concurrency, so no acknowledged write is ever lost.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import gc
 import logging
 import math
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -24,9 +26,9 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
-from replica.commit import commit_body, decode_commit, encode_commit, schema_body
+from replica.commit import Commit, commit_body, encode_commit, schema_body
 from replica.datom import TREES, ZERO_STAMP, Datom, Stamp, decode_eavt, new_replica_id
-from replica.db import DB, Database, index_edits
+from replica.db import DB, Database, index_edit_lists
 from replica.errors import (
     BranchError,
     BranchExists,
@@ -52,20 +54,57 @@ DB_FORMAT = 1
 #: a slow writer against a fast one may lose many rounds before it wins one)
 TX_RETRY_SECONDS = 120.0
 
-# Connections of one process writing the same branch of the same store take turns through
-# one lock: racing each other through cas_ref only starves the one with the colder cache.
-_BRANCH_LOCKS: weakref.WeakValueDictionary[tuple[str, str], anyio.Lock] = (
+
+class _BranchState:
+    """What the connections of one process writing one branch share: a lock (they take
+    turns: racing each other through cas_ref only starves the one with the colder cache)
+    and the branch ref value the last of them wrote or read, so that a transaction needs
+    no read of the ref first (cas_ref checks it; None: read it)."""
+
+    __slots__ = ("__weakref__", "lock", "raw")
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.raw: bytes | None = None
+
+
+_BRANCH_STATES: weakref.WeakValueDictionary[tuple[str, str], _BranchState] = (
     weakref.WeakValueDictionary()
 )
 
 
-def _branch_lock(url: str, branch: str) -> anyio.Lock:
+# Large transactions allocate millions of small objects that all stay alive until the
+# transaction ends; the cyclic GC would traverse them again and again (a fifth of the time
+# of a 100k-datom transaction) and free nothing. It is paused while one computes and
+# writes (nothing else changes: cycles made meanwhile are collected when it resumes).
+GC_PAUSE_ITEMS = 1000
+_gc_pause = {"depth": 0, "was_enabled": False}
+
+
+@contextlib.contextmanager
+def _gc_paused(active: bool) -> Iterator[None]:
+    if not active:
+        yield
+        return
+    if _gc_pause["depth"] == 0:
+        _gc_pause["was_enabled"] = gc.isenabled()
+        gc.disable()
+    _gc_pause["depth"] += 1
+    try:
+        yield
+    finally:
+        _gc_pause["depth"] -= 1
+        if _gc_pause["depth"] == 0 and _gc_pause["was_enabled"]:
+            gc.enable()
+
+
+def _branch_state(url: str, branch: str) -> _BranchState:
     key = (url, branch)
-    lock = _BRANCH_LOCKS.get(key)
-    if lock is None:
-        lock = anyio.Lock()
-        _BRANCH_LOCKS[key] = lock
-    return lock
+    state = _BRANCH_STATES.get(key)
+    if state is None:
+        state = _BranchState()
+        _BRANCH_STATES[key] = state
+    return state
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,9 +299,9 @@ class Connection:
         self.replica_id = new_replica_id()
         self._counter = 0
         self._clock = _Clock()
-        self._lock = anyio.Lock()
         # mem:// without a name is private to this object; every other URL can be shared
-        self._shared_lock = url.rstrip("/") != "mem:"
+        shared = url.rstrip("/") != "mem:"
+        self._branch = _branch_state(url, branch) if shared else _BranchState()
         self._listeners: dict[Any, Callable[[TxReport], Any]] = {}
         self._streams: list[MemoryObjectSendStream[TxReport]] = []
         self.tx_fns: dict[str, TxFunction] = {}
@@ -323,47 +362,57 @@ class Connection:
         self._check_open()
         tx_data = _parse_tx(tx_data)
         ref = _branch_ref(self.branch_name)
-        lock = _branch_lock(self.url, self.branch_name) if self._shared_lock else self._lock
-        async with lock:
-            deadline = anyio.current_time() + TX_RETRY_SECONDS
-            attempt = 0
-            while True:
-                raw = await self.store.get_ref(ref)
-                if raw is None:
-                    raise NoSuchBranch(self.branch_name)
-                heads = decode_heads(raw, self.branch_name)
-                if len(heads) == 1 and heads[0] == self._db.commit_id and not self._db.is_filtered:
-                    db_before = self._db
-                else:
-                    db_before = await self._db_of_heads(heads)
-                tx = self._allocate()
-                stamp = self._clock.next(db_before.stamp, tx)
-                instant = _dt.datetime.fromtimestamp(stamp.wall_ms / 1000, _dt.UTC)
-                result = await compute_tx(
-                    db_before,
-                    tx_data,
-                    tx=tx,
-                    instant=instant,
-                    allocate=self._allocate,
-                    tx_meta=tx_meta,
-                    tx_fns=self.tx_fns,
-                )
-                db_after = await write_commit(
-                    self.database, db_before, result, stamp, self.replica_id
-                )
-                if await self.store.cas_ref(ref, raw, encode_heads([db_after.commit_id])):
-                    break
-                # another writer (another process) moved the branch: back off a random,
-                # growing while (so two writers stop colliding in lockstep), then compute
-                # the transaction again on the new head
-                attempt += 1
-                if anyio.current_time() > deadline:
-                    raise BranchError(
-                        f"gave up after {attempt} lost races for branch {self.branch_name!r} "
-                        f"in {TX_RETRY_SECONDS:.0f} s"
+        state = self._branch
+        big = isinstance(tx_data, list | tuple) and len(tx_data) >= GC_PAUSE_ITEMS
+        async with state.lock:
+            with _gc_paused(big):
+                deadline = anyio.current_time() + TX_RETRY_SECONDS
+                attempt = 0
+                raw = state.raw
+                while True:
+                    if raw is None:
+                        raw = await self.store.get_ref(ref)
+                        if raw is None:
+                            raise NoSuchBranch(self.branch_name)
+                    heads = decode_heads(raw, self.branch_name)
+                    db = self._db
+                    if len(heads) == 1 and heads[0] == db.commit_id and not db.is_filtered:
+                        db_before = db
+                    else:
+                        db_before = await self._db_of_heads(heads)
+                    tx = self._allocate()
+                    stamp = self._clock.next(db_before.stamp, tx)
+                    instant = _dt.datetime.fromtimestamp(stamp.wall_ms / 1000, _dt.UTC)
+                    result = await compute_tx(
+                        db_before,
+                        tx_data,
+                        tx=tx,
+                        instant=instant,
+                        allocate=self._allocate,
+                        tx_meta=tx_meta,
+                        tx_fns=self.tx_fns,
                     )
-                await anyio.sleep(random.uniform(0, min(0.05, 0.0005 * 2**attempt)))
-            self._db = db_after
+                    db_after = await write_commit(
+                        self.database, db_before, result, stamp, self.replica_id, flush=False
+                    )
+                    new_raw = encode_heads([db_after.commit_id])
+                    # the nodes go with the ref update where the store can (one sync)
+                    await self.database.nodes.flush(defer=True)
+                    if await self.store.cas_ref(ref, raw, new_raw):
+                        state.raw = new_raw
+                        break
+                    # another writer (another process) moved the branch: back off a random,
+                    # growing while (so two writers stop colliding in lockstep), then
+                    # compute the transaction again on the new head
+                    state.raw = raw = None
+                    attempt += 1
+                    if anyio.current_time() > deadline:
+                        raise BranchError(
+                            f"gave up after {attempt} lost races for branch "
+                            f"{self.branch_name!r} in {TX_RETRY_SECONDS:.0f} s"
+                        )
+                    await anyio.sleep(random.uniform(0, min(0.05, 0.0005 * 2**attempt)))
+                self._db = db_after
         report = TxReport(db_before, db_after, tuple(result.datoms), result.tempids, tx_meta, tx)
         self._publish(report)
         return report
@@ -430,6 +479,7 @@ class Connection:
         """Create branch ``name`` at ``from_`` (a commit id, a branch name, a DB; default:
         this connection's current commit). Raises BranchExists."""
         commit = await self._resolve_commit(from_)
+        self._forget_head(name)
         if not await self.store.cas_ref(_branch_ref(name), None, encode_heads([commit])):
             raise BranchExists(name)
 
@@ -440,6 +490,7 @@ class Connection:
         raw = await self.store.get_ref(ref)
         if raw is None:
             raise NoSuchBranch(name)
+        self._forget_head(name)
         if not await self.store.cas_ref(ref, raw, None):
             raise BranchError(f"branch {name!r} changed while deleting it; try again")
 
@@ -447,6 +498,7 @@ class Connection:
         """Force branch ``name`` to ``commit`` (a commit id, branch name or DB)."""
         target = await self._resolve_commit(commit)
         ref = _branch_ref(name)
+        self._forget_head(name)
         while True:
             raw = await self.store.get_ref(ref)
             if raw is None:
@@ -455,6 +507,14 @@ class Connection:
                 break
         if name == self.branch_name:
             self._db = await self.database.db_at(target)
+
+    def _forget_head(self, name: str) -> None:
+        """The head remembered for branch ``name`` is about to be stale."""
+        if name == self.branch_name:
+            self._branch.raw = None
+        state = _BRANCH_STATES.get((self.url, name))
+        if state is not None:
+            state.raw = None
 
     async def parent_commit_ids(self, commit: bytes | None = None) -> tuple[bytes, ...]:
         c = await self.database.commit(commit if commit is not None else self.commit_id)
@@ -515,29 +575,40 @@ class Connection:
 
 
 async def write_commit(
-    database: Database, db_before: DB, result: TxResult, stamp: Stamp, replica_id: int
+    database: Database,
+    db_before: DB,
+    result: TxResult,
+    stamp: Stamp,
+    replica_id: int,
+    *,
+    flush: bool = True,
 ) -> DB:
     """Write the indexes and the commit of one transaction (one batch of nodes); return the
-    DB of the new commit. The branch ref is not moved here."""
+    DB of the new commit. The branch ref is not moved here. With ``flush=False`` the new
+    nodes stay in the write buffer of ``database.nodes``: the caller makes them durable
+    (before or together with the ref that names the commit)."""
     nodes = database.nodes
-    edits = index_edits(result.datoms, db_before.schema, stamp)
+    edits = index_edit_lists(result.datoms, db_before.schema, stamp, result.value_keys)
     roots = dict(db_before.commit.roots)
-    for name, tree_edits in edits.items():
-        if tree_edits:
+    for name, (keys, vals) in edits.items():
+        if keys:
             tree = Tree(nodes, roots[name])
-            roots[name] = (await tree.edit(tree_edits, flush=False)).root
+            roots[name] = (await tree.edit_sorted(keys, vals, flush=False)).root
     schema_addr = db_before.commit.schema
     if result.schema_changed:
         data = encode(schema_body(result.schema))
         schema_addr = address_of(data)
         nodes.add_raw(schema_addr, data)
         database.remember_schema(schema_addr, result.schema)
-    body = commit_body([db_before.commit_id], roots, schema_addr, stamp, replica_id)
+    parents = [db_before.commit_id]
+    body = commit_body(parents, roots, schema_addr, stamp, replica_id)
     address, data = encode_commit(body)
     nodes.add_raw(address, data)
-    await nodes.flush()
-    database.remember_commit(decode_commit(address, data))
-    return await database.db_at(address)
+    if flush:
+        await nodes.flush()
+    commit = Commit(address, tuple(parents), body["roots"], schema_addr, stamp, replica_id)
+    database.remember_commit(commit)
+    return DB(database, commit, result.schema if result.schema_changed else db_before.schema)
 
 
 class _Connecting:
@@ -652,7 +723,7 @@ class _SpeculativeNodes(Nodes):
             return node
         return await super().load(address)
 
-    async def flush(self) -> None:
+    async def flush(self, *, defer: bool = False) -> None:
         return None
 
     async def maybe_flush(self) -> None:

@@ -11,10 +11,17 @@ a ``put_many`` is one ``pwrite`` and one ``fdatasync`` whatever its size (plus o
 ``nodes/`` when it starts a new segment, plus two when it first seals the previous one); nodes
 already indexed are skipped, and a batch of nothing new costs nothing. A successful
 ``cas_ref`` costs two (the temporary file, the directory; one if the value is unchanged or
-deleted), a failed one none.
+deleted), a failed one none. A ``cas_ref`` after :meth:`FileStore.stage` (how a transaction
+commits: its nodes are staged, then the branch ref moves) writes the staged nodes and a *ref
+record* as one batch: one ``fdatasync`` for the whole commit, won or lost.
 
 On-disk layout, format version 1 (docs/format.md cites this; integers are big-endian)
 =================================================================================
+
+The directory format stays 1; segments and ref files carry their own version in their
+magic. Version 2 of both (ref records, ref versions) is read and written; version-1 files are
+read. Code that knows only version 1 refuses version-2 files (a segment of a newer format, a
+damaged ref file): a StoreError, never a silently missed record.
 
 ``<root>/FORMAT``
     UTF-8 JSON ``{"format": "replica-file-store", "version": 1}`` and a newline, written first
@@ -27,13 +34,19 @@ On-disk layout, format version 1 (docs/format.md cites this; integers are big-en
     decimal digits counting that object's segments from 000001. Only the object that created a
     segment ever writes to it, and only by appending. The file is:
 
-    * an 8-byte header ``b"RPLSEG\\x00\\x01"`` (magic, format version 1);
-    * then batches, each one or more *node records* followed by one *commit record*:
+    * an 8-byte header ``b"RPLSEG\\x00\\x02"`` (magic, segment version 2: node and ref
+      records; version-1 segments, ``...\\x00\\x01``, hold node records only and are still
+      read; GC writes its output segments with the version-1 header);
+    * then batches, each one or more *records* followed by one *commit record*:
 
       - node record:   ``0x4E ("N") | u32 data length | 33-byte address | data``
         (38 bytes + data; the address is a version-1 address, first byte 0x01);
-      - commit record: ``0x43 ("C") | u32 number of node records in the batch | u64 byte
-        length of those node records | u64 XXH3-64 (seed 0) of those bytes`` (21 bytes).
+      - ref record:    ``0x52 ("R") | u16 name length | name (ASCII) | u64 version | u32
+        value length | value``; value length ``0xFFFFFFFF`` (and no value) deletes the ref;
+      - commit record: ``0x43 ("C") | u32 number of records in the batch | u64 byte
+        length of those records | u64 XXH3-64 (seed 0) of those bytes`` (21 bytes).
+
+    A ref record and the nodes it names are in one batch: both count or neither does.
 
     A batch counts only if its commit record is present and matches (count, length and
     checksum), so a batch torn by a crash (short, zero-filled or garbage tail) is never
@@ -65,12 +78,25 @@ On-disk layout, format version 1 (docs/format.md cites this; integers are big-en
     replaced by a scan. ``.idx`` files without their segment are ignored.
 
 ``<root>/refs/<sha256 hex of the ref name>.ref``: one file per ref
-    ``b"RPLREF\\x00\\x01" | u16 name length | name (ASCII) | u32 value length | value |
-    u64 XXH3-64 of all the preceding bytes``. Hashed file names give every valid ref name
+    ``b"RPLREF\\x00\\x02" | u16 name length | name (ASCII) | u64 version | u32 value length |
+    value | u64 XXH3-64 of all the preceding bytes``; value length ``0xFFFFFFFF`` (no value)
+    marks a deleted ref. Version-1 files (``b"RPLREF\\x00\\x01" | u16 name length | name |
+    u32 value length | value | u64 XXH3-64``) are read as version 0. Hashed file names give every valid ref name
     (``a/b``, ``a//b``, ``/x``, ``main`` next to ``main/feature``) its own flat file, also on
     case-insensitive file systems; the name inside lets ``list_refs`` recover it. A ref is set
     by writing ``refs/.tmp-<random>``, fsync, rename over the ref file, fsync of ``refs/``;
     deleted by unlink and fsync of ``refs/``. A damaged ref file is a StoreError.
+
+    **The value of a ref** is the one with the highest version among its ref file and the
+    ref records of *unsealed* segments (a damaged batch's record, if it is the highest, is a
+    StoreError). Every ref change happens under ``refs/.lock`` after re-reading the
+    unsealed segments (``refresh``), with version = current version + 1: ``cas_ref`` writes
+    a ref file (or unlinks it, when no unsealed segment holds a record of that ref; else it
+    writes a deleted marker), or, with staged nodes, appends a ref record in the batch of
+    those nodes. Reading a ref refreshes first, so records of other live writers are seen.
+    Before a writer seals its segment, it copies the records newer than the ref files into
+    them (ref files written as above, under the lock, then the ``.idx``), and so does the
+    repair of a crashed writer's segment: a sealed segment's ref records are never needed.
 
 ``<root>/refs/.lock``
     Empty. ``cas_ref`` holds ``flock(LOCK_EX)`` on it around read, compare and write (a lock
@@ -124,11 +150,16 @@ REFS_DIR = "refs"
 LOCK_FILE = ".lock"
 TMP_PREFIX = ".tmp-"
 
-SEGMENT_MAGIC = b"RPLSEG\x00\x01"
+SEGMENT_MAGIC = b"RPLSEG\x00\x01"  # node records only (GC output; older writers)
+SEGMENT_MAGIC_2 = b"RPLSEG\x00\x02"  # node and ref records (this writer's segments)
+SEGMENT_MAGICS = (SEGMENT_MAGIC, SEGMENT_MAGIC_2)
 INDEX_MAGIC = b"RPLIDX\x00\x01"
-REF_MAGIC = b"RPLREF\x00\x01"
+REF_MAGIC = b"RPLREF\x00\x01"  # read only (no version: version 0)
+REF_MAGIC_2 = b"RPLREF\x00\x02"
 NODE_TAG = 0x4E  # "N"
 COMMIT_TAG = 0x43  # "C"
+REF_TAG = 0x52  # "R"
+DELETED = 0xFFFFFFFF  # value length of a ref record or file that deletes the ref
 
 _NODE_HEAD = struct.Struct(">BI33s")  # tag, data length, address: 38 bytes
 _COMMIT = struct.Struct(">BIQQ")  # tag, record count, records length, xxh3-64: 21 bytes
@@ -137,6 +168,7 @@ _IDX_ENTRY = struct.Struct(">33sQI")  # address, record offset, data length: 45 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+_REF_TAIL = struct.Struct(">QI")  # version, value length (DELETED: none)
 
 DEFAULT_SEGMENT_SIZE = 32 * 1024 * 1024
 DEFAULT_SEGMENT_RECORDS = 100_000
@@ -153,6 +185,7 @@ _OFF_MASK = (1 << 40) - 1
 
 _T = TypeVar("_T")
 Entry = tuple[bytes, int, int]  # address, record offset, data length
+RefRecord = tuple[str, int, bytes | None]  # name, version, value (None: deleted)
 
 
 def _xxh(data: bytes | bytearray | memoryview) -> int:
@@ -168,13 +201,17 @@ def _idx_name(segment: str) -> str:
 _OK, _BADSUM, _BROKEN = 0, 1, 2
 
 
-def _parse_batch(buf: memoryview, p: int, base: int) -> tuple[int, list[Entry], int]:
+def _parse_batch(
+    buf: memoryview, p: int, base: int
+) -> tuple[int, list[Entry], list[RefRecord], int]:
     """Parse the batch starting at ``buf[p]`` (``base`` = file offset of ``buf[0]``).
 
-    Returns (status, entries, end). _BROKEN: incomplete or structurally invalid (a torn tail,
-    or a live writer's batch not fully written yet); _BADSUM: structure intact, checksum wrong.
+    Returns (status, node entries, ref records, end). _BROKEN: incomplete or structurally
+    invalid (a torn tail, or a live writer's batch not fully written yet); _BADSUM:
+    structure intact, checksum wrong.
     """
     entries: list[Entry] = []
+    refs: list[RefRecord] = []
     q, n = p, len(buf)
     head = _NODE_HEAD.size
     while q < n:
@@ -187,27 +224,52 @@ def _parse_batch(buf: memoryview, p: int, base: int) -> tuple[int, list[Entry], 
                 break
             entries.append((address, base + q, length))
             q += head + length
+        elif tag == REF_TAG:
+            if q + 3 > n:
+                break
+            (name_len,) = _U16.unpack_from(buf, q + 1)
+            r = q + 3 + name_len
+            if r + _REF_TAIL.size > n:
+                break
+            version, value_len = _REF_TAIL.unpack_from(buf, r)
+            r += _REF_TAIL.size
+            value: bytes | None = None
+            if value_len != DELETED:
+                if r + value_len > n:
+                    break
+                value = bytes(buf[r : r + value_len])
+                r += value_len
+            try:
+                name = bytes(buf[q + 3 : q + 3 + name_len]).decode("ascii")
+            except UnicodeDecodeError:
+                break
+            refs.append((name, version, value))
+            q = r
         elif tag == COMMIT_TAG:
             if q + _COMMIT.size > n:
                 break
             _, count, records_len, checksum = _COMMIT.unpack_from(buf, q)
-            if count == 0 or count != len(entries) or records_len != q - p:
+            if count == 0 or count != len(entries) + len(refs) or records_len != q - p:
                 break
             end = q + _COMMIT.size
             if _xxh(buf[p:q]) != checksum:
-                return _BADSUM, entries, end
-            return _OK, entries, end
+                return _BADSUM, entries, refs, end
+            return _OK, entries, refs, end
         else:
             break
-    return _BROKEN, [], p
+    return _BROKEN, [], [], p
 
 
-def _parse_batches(buf: memoryview, base: int) -> tuple[list[Entry], int]:
-    """Entries of the valid batches at the start of ``buf``, and how many bytes they span."""
+def _parse_batches(
+    buf: memoryview, base: int
+) -> tuple[list[Entry], list[tuple[RefRecord, bool]], int]:
+    """Entries and ref records (each with a flag: from a damaged batch) of the valid
+    batches at the start of ``buf``, and how many bytes they span."""
     out: list[Entry] = []
+    out_refs: list[tuple[RefRecord, bool]] = []
     p = 0
     while p < len(buf):
-        status, entries, end = _parse_batch(buf, p, base)
+        status, entries, refs, end = _parse_batch(buf, p, base)
         if status == _BADSUM:
             # Damage, not a torn tail, if a valid batch follows: keep its nodes (reads of the
             # damaged ones raise CorruptNode). Otherwise it is the tail: stop before it.
@@ -216,55 +278,80 @@ def _parse_batches(buf: memoryview, base: int) -> tuple[list[Entry], int]:
         elif status != _OK:
             break
         out.extend(entries)
+        damaged = status == _BADSUM
+        out_refs.extend((ref, damaged) for ref in refs)
         p = end
-    return out, p
+    return out, out_refs, p
 
 
-def _encode_batch(nodes: list[tuple[bytes, bytes]], start: int) -> tuple[bytes, list[Entry]]:
-    """One batch (node records + commit record) to be written at file offset ``start``."""
+def _encode_batch(
+    nodes: list[tuple[bytes, bytes]], start: int, refs: list[RefRecord] | None = None
+) -> tuple[bytes, list[Entry]]:
+    """One batch (node records, ref records, commit record) to be written at file offset
+    ``start``."""
     parts: list[bytes] = []
     entries: list[Entry] = []
-    hasher = xxhash.xxh3_64()
     pos = start
-    records_len = 0
     for address, data in nodes:
         head = _NODE_HEAD.pack(NODE_TAG, len(data), address)
         parts.append(head)
         parts.append(data)
-        hasher.update(head)
-        hasher.update(data)
         entries.append((address, pos, len(data)))
-        size = len(head) + len(data)
-        pos += size
-        records_len += size
-    parts.append(_COMMIT.pack(COMMIT_TAG, len(nodes), records_len, int(hasher.intdigest())))
-    return b"".join(parts), entries
+        pos += len(head) + len(data)
+    refs = refs or []
+    for name, version, value in refs:
+        raw = name.encode("ascii")
+        parts.append(bytes((REF_TAG,)) + _U16.pack(len(raw)) + raw)
+        if value is None:
+            parts.append(_REF_TAIL.pack(version, DELETED))
+        else:
+            parts.append(_REF_TAIL.pack(version, len(value)))
+            parts.append(value)
+    records = b"".join(parts)
+    commit = _COMMIT.pack(COMMIT_TAG, len(nodes) + len(refs), len(records), _xxh(records))
+    return records + commit, entries
 
 
-def _encode_ref(name: str, value: bytes) -> bytes:
+def _encode_ref(name: str, value: bytes | None, version: int) -> bytes:
     raw = name.encode("ascii")
-    body = b"".join((REF_MAGIC, _U16.pack(len(raw)), raw, _U32.pack(len(value)), value))
+    tail = _REF_TAIL.pack(version, DELETED if value is None else len(value))
+    body = b"".join((REF_MAGIC_2, _U16.pack(len(raw)), raw, tail, value or b""))
     return body + _U64.pack(_xxh(body))
 
 
-def _decode_ref(raw: bytes) -> tuple[str, bytes] | None:
-    """(name, value) of a ref file's bytes, or None if they are damaged."""
-    if len(raw) < 8 + 2 + 4 + 8 or raw[:8] != REF_MAGIC:
+def _decode_ref(raw: bytes) -> tuple[str, bytes | None, int] | None:
+    """(name, value or None if deleted, version) of a ref file's bytes, or None if they
+    are damaged. Version-1 files (no version, never deleted) are version 0."""
+    if len(raw) < 8 + 2 + 4 + 8 or raw[:8] not in (REF_MAGIC, REF_MAGIC_2):
         return None
     if _U64.unpack_from(raw, len(raw) - 8)[0] != _xxh(memoryview(raw)[:-8]):
         return None
     (name_len,) = _U16.unpack_from(raw, 8)
     p = 10 + name_len
-    if p + 4 > len(raw) - 8:
-        return None
-    (value_len,) = _U32.unpack_from(raw, p)
-    if p + 4 + value_len != len(raw) - 8:
-        return None
+    version = 0
+    if raw[:8] == REF_MAGIC_2:
+        if p + _REF_TAIL.size > len(raw) - 8:
+            return None
+        version, value_len = _REF_TAIL.unpack_from(raw, p)
+        p += _REF_TAIL.size
+    else:
+        if p + 4 > len(raw) - 8:
+            return None
+        (value_len,) = _U32.unpack_from(raw, p)
+        p += 4
+    value: bytes | None = None
+    if value_len == DELETED and raw[:8] == REF_MAGIC_2:
+        if p != len(raw) - 8:
+            return None
+    else:
+        if p + value_len != len(raw) - 8:
+            return None
+        value = raw[p : p + value_len]
     try:
-        name = raw[10:p].decode("ascii")
+        name = raw[10 : 10 + name_len].decode("ascii")
     except UnicodeDecodeError:
         return None
-    return name, raw[p + 4 : p + 4 + value_len]
+    return name, value, version
 
 
 def _ref_file(name: str) -> str:
@@ -349,6 +436,13 @@ class _Core:
         self.writer: _Writer | None = None
         self.writer_id = secrets.token_hex(8)
         self.lock_fd = -1
+        # ref records of unsealed segments: segment name -> ref name -> (version, value,
+        # from a damaged batch); sealed segments' records are in the ref files already
+        self.seg_refs: dict[str, dict[str, tuple[int, bytes | None, bool]]] = {}
+        # nodes handed over by stage(): written with the next batch of this object
+        self.staged: dict[bytes, bytes] = {}
+        self._ref_mutex = threading.RLock()
+        self._ref_lock_depth = 0
         self._ids = itertools.count(1)
         self._seq = 0
         self._stats_lock = threading.Lock()
@@ -553,6 +647,7 @@ class _Core:
             for name in vanished:
                 seg = self.segments.pop(name)
                 self.seg_names.pop(seg.id, None)
+                self.seg_refs.pop(name, None)
                 rebuild = rebuild or seg.count > 0
             if rebuild:
                 self._rebuild_index()
@@ -601,16 +696,21 @@ class _Core:
             return  # deleted by GC meanwhile; the next refresh forgets it
         try:
             if not _try_lock(fd):
-                entries, seg.scan_pos = self._scan(fd, seg.scan_pos)
+                entries, refs, seg.scan_pos = self._scan(fd, seg.scan_pos)
                 self._add_entries(seg, entries)
+                if refs:
+                    self._note_refs(seg.name, refs)
                 return
             # Nobody writes this segment any more (its writer closed or died).
             sealed = self._read_idx(seg.name)
             if sealed is None:
-                entries, end = self._scan(fd, 0)
+                entries, refs, end = self._scan(fd, 0)
                 if os.fstat(fd).st_size > end:
                     self._count("torn_tails")  # bytes after the last valid batch: ignored
-                if entries:
+                if refs:  # its ref records go to the ref files before it is sealed
+                    self._note_refs(seg.name, refs)
+                    self._checkpoint(seg.name)
+                if entries or refs:
                     self._write_idx(seg.name, entries, end)
                     self._count("segments_repaired")
                 else:
@@ -622,28 +722,30 @@ class _Core:
                 sealed = entries
             seg.sealed = True
             seg.count = 0
+            self.seg_refs.pop(seg.name, None)  # sealed: its refs are in the ref files
             self._add_entries(seg, sealed)
         finally:
             os.close(fd)  # releases the lock if we took it
 
-    def _scan(self, fd: int, start: int) -> tuple[list[Entry], int]:
-        """Valid batches from ``start`` (0 or a batch boundary) to the end of the file."""
+    def _scan(self, fd: int, start: int) -> tuple[list[Entry], list[tuple[RefRecord, bool]], int]:
+        """Valid batches from ``start`` (0 or a batch boundary) to the end of the file: node
+        entries, ref records (with a damaged flag), end."""
         size = os.fstat(fd).st_size
         if start == 0:
             if size < len(SEGMENT_MAGIC):
-                return [], 0
+                return [], [], 0
             head = os.pread(fd, len(SEGMENT_MAGIC), 0)
-            if head != SEGMENT_MAGIC:
-                if head[:6] == SEGMENT_MAGIC[:6] and head[6:] > SEGMENT_MAGIC[6:]:
+            if head not in SEGMENT_MAGICS:
+                if head[:6] == SEGMENT_MAGIC[:6] and head[6:] > SEGMENT_MAGIC_2[6:]:
                     raise StoreError(f"{self._where()}: a segment has a newer format: {head!r}")
-                return [], 0  # a torn header: nothing valid follows it
+                return [], [], 0  # a torn header: nothing valid follows it
             start = len(SEGMENT_MAGIC)
         if size <= start:
-            return [], start
+            return [], [], start
         buf = _pread_all(fd, size - start, start)
-        entries, used = _parse_batches(memoryview(buf), start)
+        entries, refs, used = _parse_batches(memoryview(buf), start)
         self._count("scanned_bytes", len(buf))
-        return entries, start + used
+        return entries, refs, start + used
 
     def _read_idx(self, segment: str) -> list[Entry] | None:
         try:
@@ -732,11 +834,29 @@ class _Core:
     # ----------------------------------------------------------------------------- writes
 
     def append(self, nodes: Mapping[bytes, bytes]) -> None:
-        """Validate the whole batch, then write the absent nodes as one batch, synced."""
+        """Validate the whole batch, then write the absent nodes (and the staged ones) as one
+        batch, synced."""
         check_batch(nodes)
+        self._write_batch(nodes, [])
+
+    def stage(self, nodes: Mapping[bytes, bytes]) -> None:
+        """Keep ``nodes`` (validated) to be written with this object's next batch."""
+        check_batch(nodes)
+        for address, data in nodes.items():
+            if len(data) > MAX_NODE_SIZE:
+                raise StoreError(f"node {address.hex()} is larger than {MAX_NODE_SIZE} bytes")
+        self.staged.update(nodes)
+
+    def _write_batch(self, nodes: Mapping[bytes, bytes], refs: list[RefRecord]) -> None:
+        """Write the absent ones of ``nodes`` and of the staged nodes, and ``refs``, as one
+        batch (one fdatasync), unless there is nothing to write."""
         index = self.index
+        staged = self.staged
+        if staged:
+            nodes = {**staged, **nodes}
         new = [(a, d) for a, d in nodes.items() if a not in index]
-        if not new:
+        if not new and not refs:
+            staged.clear()
             return
         for address, data in new:
             if len(data) > MAX_NODE_SIZE:
@@ -749,10 +869,10 @@ class _Core:
             w = None
         if w is None:
             w = self._new_segment()
-        start = w.end if w.end else len(SEGMENT_MAGIC)
-        data, entries = _encode_batch(new, start)
+        start = w.end if w.end else len(SEGMENT_MAGIC_2)
+        data, entries = _encode_batch(new, start, refs)
         if not w.end:
-            data = SEGMENT_MAGIC + data
+            data = SEGMENT_MAGIC_2 + data
         try:
             _pwrite_all(w.fd, data, w.end)
             self._sync_fd(w.fd)
@@ -766,6 +886,9 @@ class _Core:
         w.end += len(data)
         w.entries.extend(entries)
         self._add_entries(w.seg, entries)
+        staged.clear()
+        if refs:
+            self._note_refs(w.seg.name, [(ref, False) for ref in refs])
         self._count("batches")
         self._count("nodes_written", len(entries))
         self._count("bytes_written", len(data))
@@ -796,6 +919,8 @@ class _Core:
             return
         self.writer = None
         try:
+            if w.seg.name in self.seg_refs:  # its ref records go to the ref files first
+                self._checkpoint(w.seg.name)
             if w.end == 0:
                 os.unlink(os.path.join(self.nodes_dir, w.seg.name))
                 self.segments.pop(w.seg.name, None)
@@ -803,6 +928,7 @@ class _Core:
             else:
                 self._write_idx(w.seg.name, w.entries, w.end)
                 w.seg.sealed = True
+            self.seg_refs.pop(w.seg.name, None)
         finally:
             os.close(w.fd)
 
@@ -866,7 +992,7 @@ class _Core:
         except FileNotFoundError:
             return []
         try:
-            return self._scan(fd, 0)[0]
+            return self._scan(fd, 0)[0]  # sealed: its ref records are in the ref files
         finally:
             os.close(fd)
 
@@ -888,7 +1014,7 @@ class _Core:
     def _ref_path(self, name: str) -> str:
         return os.path.join(self.refs_dir, _ref_file(name))
 
-    def _load_ref(self, path: str, name: str | None) -> tuple[str, bytes] | None:
+    def _load_ref(self, path: str, name: str | None) -> tuple[str, bytes | None, int] | None:
         try:
             raw = _read_file(path)
         except FileNotFoundError:
@@ -900,41 +1026,119 @@ class _Core:
             raise StoreError(f"{self._where()}: ref file {path} does not match its name")
         return decoded
 
+    def _lock_refs(self) -> None:
+        """Take refs/.lock (reentrant within this object: callers hold _ref_mutex)."""
+        if self._ref_lock_depth == 0:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        self._ref_lock_depth += 1
+
+    def _unlock_refs(self) -> None:
+        self._ref_lock_depth -= 1
+        if self._ref_lock_depth == 0:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+
+    def _note_refs(self, segment: str, refs: list[tuple[RefRecord, bool]]) -> None:
+        held = self.seg_refs.setdefault(segment, {})
+        for (name, version, value), damaged in refs:
+            prior = held.get(name)
+            if prior is None or prior[0] <= version:
+                held[name] = (version, value, damaged)
+
+    def _logged(self, name: str) -> tuple[int, bytes | None, bool] | None:
+        """The newest record of ``name`` in the unsealed segments (None: there is none)."""
+        best: tuple[int, bytes | None, bool] | None = None
+        for held in self.seg_refs.values():
+            rec = held.get(name)
+            if rec is not None and (best is None or rec[0] > best[0]):
+                best = rec
+        return best
+
+    def _resolve(self, name: str) -> tuple[int, bytes | None]:
+        """(version, value) of ``name``: the newer of its ref file and its newest record in
+        an unsealed segment; (0, None) for a ref that never existed."""
+        loaded = self._load_ref(self._ref_path(name), name)
+        version, value = (0, None) if loaded is None else (loaded[2], loaded[1])
+        logged = self._logged(name)
+        if logged is not None and (loaded is None or logged[0] > version):
+            if logged[2]:
+                raise StoreError(
+                    f"{self._where()}: the newest record of ref {name!r} is in a damaged batch"
+                )
+            version, value = logged[0], logged[1]
+        return version, value
+
+    def _checkpoint(self, segment: str) -> None:
+        """Write the ref records of ``segment`` that are newer than the ref files into them
+        (durably), so the segment can be sealed: sealed segments' records are never read."""
+        held = self.seg_refs.get(segment)
+        if not held:
+            return
+        with self._ref_mutex:
+            self._lock_refs()
+            try:
+                wrote = False
+                for name, (version, value, damaged) in sorted(held.items()):
+                    if damaged:
+                        continue
+                    loaded = self._load_ref(self._ref_path(name), name)
+                    if loaded is not None and loaded[2] >= version:
+                        continue
+                    self._write_ref_file(name, value, version)
+                    wrote = True
+                if wrote:
+                    self._sync_dir(self.refs_dir)
+            finally:
+                self._unlock_refs()
+
+    def _write_ref_file(self, name: str, value: bytes | None, version: int) -> None:
+        tmp = os.path.join(self.refs_dir, TMP_PREFIX + secrets.token_hex(8))
+        try:
+            self._write_durably(tmp, _encode_ref(name, value, version))
+            os.rename(tmp, self._ref_path(name))
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+
     def read_ref(self, name: str) -> bytes | None:
         try:
-            loaded = self._load_ref(self._ref_path(name), name)
+            with self._ref_mutex:
+                self.refresh()  # other processes' ref records in their segments
+                return self._resolve(name)[1]
         except OSError as exc:
             raise StoreError(f"{self._where()}: cannot read ref {name!r}: {exc}") from exc
-        return None if loaded is None else loaded[1]
 
     def cas_ref(self, name: str, expected: bytes | None, new: bytes | None) -> bool:
         try:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
-            try:
-                return self._cas_locked(name, expected, new)
-            finally:
-                fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+            with self._ref_mutex:
+                self._lock_refs()
+                try:
+                    return self._cas_locked(name, expected, new)
+                finally:
+                    self._unlock_refs()
         except OSError as exc:
             raise StoreError(f"{self._where()}: cannot update ref {name!r}: {exc}") from exc
 
     def _cas_locked(self, name: str, expected: bytes | None, new: bytes | None) -> bool:
         self._count("cas")
-        path = self._ref_path(name)
-        loaded = self._load_ref(path, name)
-        current = None if loaded is None else loaded[1]
+        self.refresh()  # every record written under the lock is visible now
+        version, current = self._resolve(name)
+        if self.staged:
+            # Staged nodes (a commit) and the ref record naming it: one batch, one sync.
+            # On a lost race the nodes are still written (callers cache them as stored).
+            ok = current == expected
+            changed = ok and new != current
+            self._write_batch({}, [(name, version + 1, new)] if changed else [])
+            return ok
         if current != expected:
             return False
+        path = self._ref_path(name)
         if new != current:
-            if new is None:
-                os.unlink(path)
+            if new is not None:
+                self._write_ref_file(name, new, version + 1)
+            elif self._logged(name) is not None:
+                self._write_ref_file(name, None, version + 1)  # a record says otherwise
             else:
-                tmp = os.path.join(self.refs_dir, TMP_PREFIX + secrets.token_hex(8))
-                try:
-                    self._write_durably(tmp, _encode_ref(name, new))
-                    os.rename(tmp, path)
-                except BaseException:
-                    _unlink_quietly(tmp)
-                    raise
+                os.unlink(path)
         # Also when nothing changed: what we read may be a crashed writer's unsynced rename.
         self._sync_dir(self.refs_dir)
         return True
@@ -942,11 +1146,20 @@ class _Core:
     def list_refs(self) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
         try:
-            for entry in os.scandir(self.refs_dir):
-                if entry.name.endswith(".ref") and not entry.name.startswith("."):
-                    loaded = self._load_ref(entry.path, None)
-                    if loaded is not None:
-                        out[loaded[0]] = loaded[1]
+            with self._ref_mutex:
+                self.refresh()
+                names: set[str] = set()
+                for held in self.seg_refs.values():
+                    names.update(held)
+                for entry in os.scandir(self.refs_dir):
+                    if entry.name.endswith(".ref") and not entry.name.startswith("."):
+                        loaded = self._load_ref(entry.path, None)
+                        if loaded is not None:
+                            names.add(loaded[0])
+                for name in names:
+                    value = self._resolve(name)[1]
+                    if value is not None:
+                        out[name] = value
         except OSError as exc:
             raise StoreError(f"{self._where()}: cannot list refs: {exc}") from exc
         return out
@@ -957,6 +1170,8 @@ class _Core:
         """Release every file descriptor; with ``seal``, first seal this object's segment."""
         try:
             if seal:
+                if self.staged:
+                    self._write_batch({}, [])
                 self.seal_own()
         finally:
             if self.writer is not None:
@@ -1103,6 +1318,12 @@ class FileStore:
             await _offload_shielded(self._where, self._core.refresh)
 
     async def _read(self, addresses: list[bytes]) -> dict[bytes, bytes]:
+        if self._core.staged:
+            staged = dict(self._core.staged)  # a writer thread may clear it meanwhile
+            if any(a in staged for a in addresses):
+                rest = [a for a in addresses if a not in staged]
+                read = await self._read(rest) if rest else {}
+                return {a: staged[a] if a in staged else read[a] for a in addresses}
         epoch = self._epoch
         found, absent = self._locate(addresses)
         if absent:
@@ -1184,23 +1405,35 @@ class FileStore:
 
     # ------------------------------------------------------------------------------- refs
 
+    def stage(self, nodes: Mapping[bytes, bytes]) -> None:
+        """Hand over nodes to be written with this object's next write: the next
+        ``cas_ref`` writes them and its ref record in one batch with one sync (what a
+        transaction's commit costs), as would the next ``put_many`` or ``aclose``. Until
+        then they are readable here but not durable: a ref must not name them before."""
+        self._check_open()
+        self._core.stage(nodes)
+
     async def get_ref(self, name: str) -> bytes | None:
         self._check_open()
         check_ref_name(name)
-        return await _offload(self._where, self._core.read_ref, name)
+        async with self._mutex:
+            self._check_open()
+            return await _offload_shielded(self._where, self._core.read_ref, name)
 
     async def cas_ref(self, name: str, expected: bytes | None, new: bytes | None) -> bool:
         self._check_open()
         check_ref_name(name)
         check_ref_value(expected, "expected")
         check_ref_value(new, "new")
-        async with self._ref_lock:
+        async with self._mutex, self._ref_lock:
             self._check_open()
             return await _offload_shielded(self._where, self._core.cas_ref, name, expected, new)
 
     async def list_refs(self) -> dict[str, bytes]:
         self._check_open()
-        return await _offload(self._where, self._core.list_refs)
+        async with self._mutex:
+            self._check_open()
+            return await _offload_shielded(self._where, self._core.list_refs)
 
     # ---------------------------------------------------------------------------- closing
 

@@ -263,13 +263,21 @@ class Nodes:
     def pending_bytes(self) -> int:
         return self._pending_bytes
 
-    async def flush(self) -> None:
-        """Write every buffered node to the store in one ``put_many``."""
+    async def flush(self, *, defer: bool = False) -> None:
+        """Write every buffered node to the store in one ``put_many``.
+
+        With ``defer``, a store that can stage nodes (``FileStore.stage``) takes them to
+        write with its next ref change or put instead, in the same batch and sync: the
+        caller must then move a ref (or flush again) before relying on their durability."""
         if not self._pending:
             return
         batch = self._pending
         nodes = self._pending_nodes
-        await self.store.put_many(batch)
+        stage = getattr(self.store, "stage", None) if defer else None
+        if stage is not None:
+            stage(batch)
+        else:
+            await self.store.put_many(batch)
         self.stats.writes += len(batch)
         self._pending = {}
         self._pending_nodes = {}

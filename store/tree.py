@@ -39,6 +39,8 @@ import decimal
 import functools
 from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from itertools import islice
+from operator import itemgetter, lt
 from typing import Any
 
 import xxhash
@@ -55,6 +57,10 @@ _LEAF_ENTRY = 2  # CBOR heads of key and value, approximately
 Ref = tuple[bytes, bytes, int]
 
 _hash = xxhash.xxh3_64_intdigest
+_first = itemgetter(0)
+_second = itemgetter(1)
+_lt = lt
+_VALUE_TYPES = {bytes, type(None)}
 
 
 # Gamma(1 + 1/4) to 30 digits: a constant, not math.gamma, so every platform agrees
@@ -161,6 +167,170 @@ def _chunk_refs(nodes: Nodes, refs: list[Ref], level: int) -> list[Ref]:
     if r is not None:
         out.append(r)
     return out
+
+
+def _cut_leaf(
+    keys: list[bytes],
+    vals: list[bytes],
+    start: int,
+    size: int,
+    mn: int,
+    mx: int,
+    surv: tuple[int, ...],
+) -> tuple[list[int], int]:
+    """The chunker of level 0 (see _Level._ends) over ``keys[start:]`` in one tight loop: the
+    current node holds ``size`` bytes before ``keys[start]``. Returns the end positions
+    (exclusive) of the nodes that end, and the size of the node left open."""
+    cuts: list[int] = []
+    h = _hash
+    i = start
+    for k in keys[start:] if start else keys:
+        s1 = size + len(k) + len(vals[i]) + _LEAF_ENTRY
+        i += 1
+        if s1 < mn:
+            size = s1
+            continue
+        if s1 < mx:
+            before = surv[size]
+            if before and h(k, 0) * before >= (before - surv[s1]) << 64:
+                size = s1
+                continue
+        cuts.append(i)
+        size = 0
+    return cuts, size
+
+
+def _cut_internal(
+    keys: list[bytes],
+    start: int,
+    size: int,
+    count: int,
+    level: int,
+    mn: int,
+    mx: int,
+    surv: tuple[int, ...],
+) -> tuple[list[int], int, int]:
+    """:func:`_cut_leaf` for a level >= 1 (entries of ``len(key) + 40`` bytes; a node never
+    ends after its first entry); ``count`` entries are in the open node already."""
+    cuts: list[int] = []
+    h = _hash
+    i = start
+    for k in keys[start:] if start else keys:
+        s1 = size + len(k) + _INTERNAL_ENTRY
+        i += 1
+        count += 1
+        if s1 >= mn:
+            if s1 < mx:
+                before = surv[size]
+                end = not before or h(k, level) * before < (before - surv[s1]) << 64
+            else:
+                end = True
+            if end and count > 1:
+                cuts.append(i)
+                size = count = 0
+                continue
+        size = s1
+    return cuts, size, count
+
+
+def _merge(
+    keys: list[bytes], vals: list[Any], ekeys: list[bytes], evals: list[Any], lo: int, hi: int
+) -> tuple[list[bytes], list[Any]]:
+    """A node's sorted entries with the sorted edits ``ekeys[lo:hi]`` applied (a value None
+    deletes), by slices: the loop runs over the smaller of the two sides."""
+    if not keys:
+        ek, ev = ekeys[lo:hi], evals[lo:hi]
+        if None in ev:
+            pairs = [(k, v) for k, v in zip(ek, ev, strict=True) if v is not None]
+            return [k for k, _ in pairs], [v for _, v in pairs]
+        return ek, ev
+    mk: list[bytes] = []
+    mv: list[Any] = []
+    m = len(keys)
+    if hi - lo <= m:
+        pos = 0
+        for x in range(lo, hi):
+            k = ekeys[x]
+            i = bisect_left(keys, k, pos)
+            if i > pos:
+                mk += keys[pos:i]
+                mv += vals[pos:i]
+            pos = i + 1 if i < m and keys[i] == k else i
+            v = evals[x]
+            if v is not None:
+                mk.append(k)
+                mv.append(v)
+        if pos < m:
+            mk += keys[pos:]
+            mv += vals[pos:]
+        return mk, mv
+    # many edits, few entries: walk the entries, copy the runs of edits between them
+    pos = lo
+    for i in range(m):
+        k = keys[i]
+        j = bisect_left(ekeys, k, pos, hi)
+        if j > pos:
+            _extend_edits(mk, mv, ekeys, evals, pos, j)
+        if j < hi and ekeys[j] == k:
+            v = evals[j]
+            if v is not None:
+                mk.append(k)
+                mv.append(v)
+            pos = j + 1
+        else:
+            mk.append(k)
+            mv.append(vals[i])
+            pos = j
+    if pos < hi:
+        _extend_edits(mk, mv, ekeys, evals, pos, hi)
+    return mk, mv
+
+
+def _extend_edits(
+    mk: list[bytes], mv: list[Any], ekeys: list[bytes], evals: list[Any], lo: int, hi: int
+) -> None:
+    ev = evals[lo:hi]
+    if None in ev:
+        for k, v in zip(ekeys[lo:hi], ev, strict=True):
+            if v is not None:
+                mk.append(k)
+                mv.append(v)
+    else:
+        mk += ekeys[lo:hi]
+        mv += ev
+
+
+def _edit_lists(
+    edits: Iterable[tuple[bytes, bytes | None]],
+) -> tuple[list[bytes], list[bytes | None]]:
+    """Validate edits and return them as sorted, distinct keys and their values (a later edit
+    of the same key wins). Raises TreeError (before anything is written) on non-bytes."""
+    pairs = edits if type(edits) is list else list(edits)
+    if not pairs:
+        return [], []
+    if set(map(len, pairs)) != {2}:
+        for key, value in pairs:  # raises the unpacking error of the malformed pair
+            _check_pair(key, value)
+    keys: list[bytes] = list(map(_first, pairs))
+    vals: list[bytes | None] = list(map(_second, pairs))
+    if set(map(type, keys)) != {bytes} or not set(map(type, vals)) <= _VALUE_TYPES:
+        for key, value in pairs:
+            _check_pair(key, value)
+    if not all(map(_lt, keys, islice(keys, 1, None))):
+        latest = dict(zip(keys, vals, strict=True))
+        keys = sorted(latest)
+        vals = list(map(latest.__getitem__, keys))
+    return keys, vals
+
+
+def _emit(nodes: Nodes, level: int, keys: list[bytes], vals: list[Any]) -> Ref:
+    """Store one node of ``level`` (values are ``(child, count)`` pairs above level 0)."""
+    if level == 0:
+        node, data = make_leaf(keys, vals)
+    else:
+        node, data = make_internal(level, keys, [c for c, _ in vals], [x for _, x in vals])
+    nodes.add(node, data)
+    return (keys[-1], node.address, node.count)
 
 
 class _Cursor:
@@ -533,23 +703,43 @@ class Tree:
         With ``flush=False`` the new nodes stay in the :class:`Nodes` write buffer (readable,
         not yet durable) so that several trees of one commit reach the store in one batch;
         the caller must ``await nodes.flush()`` before publishing the root."""
-        batch: dict[bytes, bytes | None] = {}
-        for key, value in edits:
-            _check_pair(key, value)
-            batch[key] = value
-        if not batch:
+        ekeys, evals = _edit_lists(edits)
+        return await self._edit(ekeys, evals, flush)
+
+    async def edit_sorted(
+        self, keys: list[bytes], values: list[bytes | None], *, flush: bool = True
+    ) -> Tree:
+        """:meth:`edit` for edits given as strictly ascending ``keys`` and their ``values``
+        (None deletes), without building pairs. Raises TreeError if they are not."""
+        if len(keys) != len(values):
+            raise TreeError("edit_sorted: keys and values differ in length")
+        if keys and (
+            set(map(type, keys)) != {bytes}
+            or not set(map(type, values)) <= _VALUE_TYPES
+            or not all(map(_lt, keys, islice(keys, 1, None)))
+        ):
+            for key, value in zip(keys, values, strict=True):
+                _check_pair(key, value)
+            raise TreeError("edit_sorted: keys are not strictly ascending")
+        return await self._edit(keys, values, flush)
+
+    async def _edit(self, ekeys: list[bytes], evals: list[Any], flush: bool) -> Tree:
+        if not ekeys:
             return self
-        level_edits: list[tuple[bytes, Any]] = sorted(batch.items())
         nodes = self.nodes
         root = await nodes.load(self.root)
+        level_keys: list[bytes] = ekeys
+        level_vals: list[Any] = evals
         top: list[Ref] | None = None
         for level in range(root.level + 1):
-            parent_edits, top = await self._edit_level(root, level, level_edits)
+            parent_keys, parent_vals, top = await self._edit_level(
+                root, level, level_keys, level_vals
+            )
             if level == root.level:
                 break
-            if not parent_edits:
+            if not parent_keys:
                 return self  # the edits changed nothing
-            level_edits = parent_edits
+            level_keys, level_vals = parent_keys, parent_vals
         if top is None:
             return self
         tree = await self._finish(top, root.level)
@@ -558,81 +748,98 @@ class Tree:
         return tree
 
     async def _edit_level(
-        self, root: Node, level: int, edits: list[tuple[bytes, Any]]
-    ) -> tuple[list[tuple[bytes, Any]], list[Ref] | None]:
-        """Apply sorted ``edits`` to one level. Returns the edits this causes on the level
-        above (``last key -> (address, count)`` or None to remove), and, for the root's level,
-        the complete new list of refs at that level (None if nothing changed)."""
+        self, root: Node, level: int, ekeys: list[bytes], evals: list[Any]
+    ) -> tuple[list[bytes], list[Any], list[Ref] | None]:
+        """Apply the sorted edits ``ekeys``/``evals`` to one level. Returns the edits this
+        causes on the level above (``last key -> (address, count)`` or None to remove), and,
+        for the root's level, the complete new list of refs at that level (None if nothing
+        changed).
+
+        Each run of touched nodes starts at an old node boundary, so the chunker starts
+        fresh there; the entries of the first node before its first edit were not node ends
+        in the old tree and are not now (same items, same state), so only their sizes are
+        summed. The run ends when a new node ends exactly where an old one did."""
         nodes = self.nodes
+        config = nodes.config
+        mn, mx = config.min_size, config.max_size
+        surv = _survival_table(config.target, config.max_size)
+        leaf = level == 0
         cursor = _Cursor(nodes, root, level)
         parent: dict[bytes, Any] = {}
         top: list[Ref] | None = None
-        n = len(edits)
+        n = len(ekeys)
         ei = 0
-        leaf = level == 0
         while ei < n:
-            await cursor.seek(edits[ei][0])
-            out = _Level(nodes, level)
+            await cursor.seek(ekeys[ei])
             old: list[Node] = []
             new: list[Ref] = []
+            ck: list[bytes] = []  # the open (unfinished) new node: keys, values
+            cv: list[Any] = []
+            size = count = 0
             while True:
                 node = cursor.node
                 old.append(node)
                 last = cursor.is_last()
-                hi = None if last or not node.keys else node.keys[-1]
                 keys = node.keys
                 m = len(keys)
-                i = 0
-                # merge this node's entries with the edits that fall into it
-                while ei < n and (hi is None or edits[ei][0] <= hi):
-                    ekey, evalue = edits[ei]
-                    ei += 1
-                    while i < m and keys[i] < ekey:
-                        r = (
-                            out.push_item(keys[i], node.values[i])
-                            if leaf
-                            else out.push_ref(keys[i], node.children[i], node.counts[i])
-                        )
-                        if r is not None:
-                            new.append(r)
-                        i += 1
-                    if i < m and keys[i] == ekey:
-                        i += 1
-                    if evalue is not None:
-                        r = (
-                            out.push_item(ekey, evalue)
-                            if leaf
-                            else out.push_ref(ekey, evalue[0], evalue[1])
-                        )
-                        if r is not None:
-                            new.append(r)
-                while i < m:
-                    r = (
-                        out.push_item(keys[i], node.values[i])
-                        if leaf
-                        else out.push_ref(keys[i], node.children[i], node.counts[i])
-                    )
-                    if r is not None:
-                        new.append(r)
-                    i += 1
+                vals: list[Any] = (
+                    node.values if leaf else list(zip(node.children, node.counts, strict=True))
+                )
+                ej = n if last or not keys else bisect_right(ekeys, keys[-1], ei)
+                if ej > ei:
+                    mk, mv = _merge(keys, vals, ekeys, evals, ei, ej)
+                    same = bisect_left(keys, ekeys[ei])
+                    ei = ej
+                else:
+                    mk, mv, same = keys, vals, m
+                if ck:
+                    start = len(ck)
+                    wk, wv = ck + mk, cv + mv
+                else:
+                    # fresh chunker at an old boundary: skip the unchanged leading entries
+                    # (never the old node's last one, which may have ended it)
+                    start = min(same, m - 1) if m else 0
+                    wk, wv = mk, mv
+                    if start:
+                        head = keys[:start]
+                        if leaf:
+                            size = sum(map(len, head)) + sum(map(len, vals[:start]))
+                            size += _LEAF_ENTRY * start
+                        else:
+                            size = sum(map(len, head)) + _INTERNAL_ENTRY * start
+                            count = start
+                if leaf:
+                    cuts, size = _cut_leaf(wk, wv, start, size, mn, mx, surv)
+                else:
+                    cuts, size, count = _cut_internal(wk, start, size, count, level, mn, mx, surv)
+                a = 0
+                for b in cuts:
+                    new.append(_emit(nodes, level, wk[a:b], wv[a:b]))
+                    a = b
+                if a:
+                    ck, cv = wk[a:], wv[a:]
+                else:
+                    ck, cv = wk, wv
                 if last:
-                    r = out.close()
-                    if r is not None:
-                        new.append(r)
+                    if ck:
+                        new.append(_emit(nodes, level, ck, cv))
                     break
-                if out.empty:
+                if not ck:
                     break  # our boundary coincides with an old one: the rest is unchanged
                 await cursor.next()
-            if [r[1] for r in new] == [nd.address for nd in old]:
+            if len(new) == len(old) and all(
+                r[1] == nd.address for r, nd in zip(new, old, strict=True)
+            ):
                 continue
             if level == root.level:
                 top = new
             for nd in old:
                 if nd.keys:
                     parent[nd.keys[-1]] = None
-            for key, address, count in new:
-                parent[key] = (address, count)
-        return sorted(parent.items()), top
+            for key, address, cnt in new:
+                parent[key] = (address, cnt)
+        pkeys = sorted(parent)
+        return pkeys, list(map(parent.__getitem__, pkeys)), top
 
     async def _finish(self, refs: list[Ref], level: int) -> Tree:
         """Make a root from the new refs of the old root's level."""
