@@ -428,6 +428,7 @@ def bind_value(b: Binding, value: Any, form: Any) -> Rel:
 
 # -- evaluation --------------------------------------------------------------------------------
 
+_NONE = object()  # "no single value"
 _RANGE_OPS = {"<": ("hi", False), "<=": ("hi", True), ">": ("lo", False), ">=": ("lo", True)}
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
 _RANGE_TYPES = {
@@ -873,10 +874,11 @@ class Evaluator:
                 continue
             x, y = c.args
             op = c.fn
-            if isinstance(x, Var) and x.name == var and isinstance(y, Const):
-                const = y.value
-            elif isinstance(y, Var) and y.name == var and isinstance(x, Const):
-                const, op = x.value, _FLIP[op]
+            xc, yc = self._single_value(x), self._single_value(y)
+            if isinstance(x, Var) and x.name == var and yc is not _NONE:
+                const = yc
+            elif isinstance(y, Var) and y.name == var and xc is not _NONE:
+                const, op = xc, _FLIP[op]
             else:
                 continue
             if type(const) is not kind:
@@ -890,6 +892,17 @@ class Evaluator:
         if lo is None and hi is None:
             return None
         return (lo, hi, lo_inc, hi_inc)
+
+    def _single_value(self, x: Any) -> Any:
+        """A constant's value, or the one value of a variable bound to exactly one (an :in
+        scalar); ``_NONE`` otherwise."""
+        if isinstance(x, Const):
+            return x.value
+        if isinstance(x, Var):
+            rel = self.ctx.rel_of(x.name)
+            if rel is not None and len(rel.rows) == 1:
+                return rel.rows[0][rel.col(x.name)]
+        return _NONE
 
     def _rel_from(self, terms: Sequence[Term], rows: Sequence[Row]) -> Rel:
         """The relation of a pattern's variables from matching tuples."""
@@ -1452,10 +1465,21 @@ def _fast_compare(c: Predicate, rel: Rel) -> Callable[[Row], bool] | None:
     if c.fn not in _PY_OPS or len(c.args) != 2:
         return None
     x, y = c.args
-    if isinstance(x, Var) and isinstance(y, Const):
-        i, k, flip = rel.col(x.name), y.value, False
-    elif isinstance(y, Var) and isinstance(x, Const):
-        i, k, flip = rel.col(y.name), x.value, True
+
+    def single(t: Any) -> Any:
+        if isinstance(t, Const):
+            return t.value
+        if isinstance(t, Var) and rel.rows:
+            j = rel.col(t.name)
+            first = rel.rows[0][j]
+            if all(r[j] == first for r in rel.rows):
+                return first
+        return _NONE
+
+    if isinstance(x, Var) and (k := single(y)) is not _NONE:
+        i, flip = rel.col(x.name), False
+    elif isinstance(y, Var) and (k := single(x)) is not _NONE:
+        i, flip = rel.col(y.name), True
     else:
         return None
     if type(k) not in (int, float):

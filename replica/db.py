@@ -13,7 +13,16 @@ as-of views, from the history trees (see docs/datoms.md).
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Generator,
+    ItemsView,
+    Iterable,
+    Iterator,
+    KeysView,
+    ValuesView,
+)
 from typing import Any
 
 from replica.commit import Commit, decode_commit, decode_schema
@@ -149,6 +158,7 @@ class DB:
         "_as_of",
         "_filters",
         "_history",
+        "_qsource",
         "_since",
         "_trees",
         "commit",
@@ -174,6 +184,7 @@ class DB:
         self._since = since
         self._history = history
         self._filters = filters
+        self._qsource: Any = None
         nodes = database.nodes
         self._trees = {name: Tree(nodes, root) for name, root in commit.roots.items()}
 
@@ -221,9 +232,11 @@ class DB:
 
     def __datom_source__(self) -> Any:
         """This value as the query layer's ``DatomSource`` (replica/qsource.py)."""
-        from replica.qsource import DBSource
+        if self._qsource is None:
+            from replica.qsource import DBSource
 
-        return DBSource(self)
+            self._qsource = DBSource(self)
+        return self._qsource
 
     # -- views -------------------------------------------------------------------------------
 
@@ -509,6 +522,25 @@ class DB:
             out.extend(decode_eavt(k, v) for k, v in batch)
         return out
 
+    async def _absent_entities(self, eids: list[int]) -> set[int]:
+        """Which of ``eids`` (sorted, distinct) have no current datom, found with subtree
+        counts over ranges of them (one O(log n) count for a run of absent ids), so a
+        transaction of many new entities with ids of their own needs no lookup per entity.
+        Runs of a few ids that hold some datoms are left out (looked up when needed)."""
+        tree = self._trees["eavt"]
+        out: set[int] = set()
+        todo = [(0, len(eids))]
+        while todo:
+            lo, hi = todo.pop()
+            first = eid_bytes(eids[lo])
+            if await tree.count_range(first, prefix_end(eid_bytes(eids[hi - 1]))) == 0:
+                out.update(eids[lo:hi])
+            elif hi - lo > 4:
+                mid = (lo + hi) // 2
+                todo.append((mid, hi))
+                todo.append((lo, mid))
+        return out
+
     async def _owner_of(self, a: str, v: Any) -> int | None:
         prefix = attr_bytes(a) + encode_value(v)
         async for batch in self._trees["avet"].scan(prefix, prefix_end(prefix)):
@@ -547,14 +579,33 @@ class DB:
 
 
 class Entity:
-    """A lazy view of one entity in one DB. Equal when eid and DB are equal."""
+    """A lazy view of one entity in one DB (DataScript's entity, with async reads).
 
-    __slots__ = ("_cache", "db", "eid")
+    * ``await ent.get(attr, default=None)`` reads one attribute (one index seek, cached);
+      ``"db/id"`` is the entity id; ``"ns/_attr"`` follows ``ns/attr`` backwards: the one
+      referring Entity for a component attribute, else a frozenset of Entity.
+    * ``await ent.touch()`` reads every attribute at once (one seek) and touches component
+      entities recursively, as DataScript does; it returns ``{attr: value}``.
+    * Once loaded, reads are synchronous: ``ent[attr]`` (``KeyError`` if the touched entity
+      has no such attribute), ``attr in ent``, ``keys()``, ``values()``, ``items()``,
+      ``len(ent)``, iteration. Before, they raise ReplicaError saying to ``await
+      ent.touch()`` (``ent["db/id"]`` always works; a reverse attribute works once read
+      with ``get``).
 
-    def __init__(self, db: DB, eid: int) -> None:
+    Values: one value for cardinality one, a frozenset for cardinality many, refs as Entity.
+    Equal when eid and DB are equal. A leading ``:`` on attribute names is accepted.
+    """
+
+    __slots__ = ("_all", "_cache", "_rev", "_src", "_touched", "db", "eid")
+
+    def __init__(self, db: DB, eid: int, _src: Any = None) -> None:
         self.db = db
         self.eid = eid
-        self._cache: dict[str, Any] | None = None
+        self._src = _src
+        self._cache: dict[str, Any] = {}
+        self._rev: dict[str, Any] = {}
+        self._touched = False
+        self._all = False  # every own attribute loaded (components not touched)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Entity) and other.eid == self.eid and other.db == self.db
@@ -565,35 +616,165 @@ class Entity:
     def __repr__(self) -> str:
         return f"<Entity {self.eid}>"
 
+    def __bool__(self) -> bool:
+        return True
+
+    @property
+    def touched(self) -> bool:
+        """Whether every attribute is loaded (``touch`` was awaited)."""
+        return self._touched
+
+    def _source(self) -> Any:
+        if self._src is None:
+            self._src = self.db.__datom_source__()
+        return self._src
+
+    @staticmethod
+    def _name(attr: str) -> str:
+        if not isinstance(attr, str):
+            raise TypeError(f"an attribute name is a str, not {type(attr).__name__}")
+        return attr[1:] if attr.startswith(":") else attr
+
+    @staticmethod
+    def _forward(a: str) -> str | None:
+        """``ns/attr`` for a reverse name ``ns/_attr``, else None."""
+        ns, slash, name = a.rpartition("/")
+        if len(name) > 1 and name.startswith("_"):
+            return f"{ns}/{name[1:]}" if slash else name[1:]
+        return None
+
+    def _value(self, a: str, rows: list[Any]) -> Any:
+        info = self._source().attr(a)
+        if info is not None and info.ref:
+            vals: list[Any] = [Entity(self.db, r[2], self._src) for r in rows]
+        else:
+            vals = [r[2] for r in rows]
+        if info is not None and info.many:
+            return frozenset(vals)
+        return vals[0]
+
     async def touch(self) -> dict[str, Any]:
-        """All attributes of the entity: one value for cardinality one, a set for many,
-        refs as Entity objects."""
-        if self._cache is None:
-            out: dict[str, Any] = {}
-            async for d in self.db.datoms("eavt", self.eid):
-                a = self.db.schema.attribute(d.a)
-                v = Entity(self.db, d.v) if a is not None and a.is_ref else d.v
-                if a is not None and a.many:
-                    out.setdefault(d.a, set()).add(v)
-                else:
-                    out[d.a] = v
-            self._cache = out
+        """All attributes of the entity: one value for cardinality one, a frozenset for many,
+        refs as Entity objects; component entities are touched too."""
+        if not self._touched:
+            await self._touch(set())
         return dict(self._cache)
 
+    async def _touch(self, seen: set[int]) -> None:
+        seen.add(self.eid)
+        src = self._source()
+        grouped: dict[str, list[Any]] = {}
+        for row in await src.search(e=self.eid):
+            if row[4]:
+                grouped.setdefault(row[1], []).append(row)
+        self._cache = {a: self._value(a, rows) for a, rows in grouped.items()}
+        self._touched = True
+        for a, v in self._cache.items():
+            info = src.attr(a)
+            if info is None or not info.component:
+                continue
+            for sub in v if isinstance(v, frozenset) else (v,):
+                if sub.eid not in seen and not sub._touched:
+                    await sub._touch(seen)
+
     async def get(self, attr: str, default: Any = None) -> Any:
-        """The value of ``attr`` (``"ns/_name"`` follows a ref backwards: a set of Entity)."""
-        ns, _, name = attr.rpartition("/")
-        if name.startswith("_"):
-            forward = f"{ns}/{name[1:]}"
-            found = {Entity(self.db, d.e) async for d in self.db.datoms("vaet", self.eid, forward)}
-            return found or default
-        return (await self.touch()).get(attr, default)
+        """The value of ``attr``, or ``default`` if the entity has none (see the class)."""
+        a = self._name(attr)
+        if a == "db/id":
+            return self.eid
+        forward = self._forward(a)
+        if forward is not None:
+            if a not in self._rev:
+                self._rev[a] = await self._backwards(forward)
+            found = self._rev[a]
+            return default if found is None else found
+        if a in self._cache:
+            return self._cache[a]
+        if self._touched or self._all:
+            return default
+        # one seek reads every attribute of the entity (they sit together in EAVT)
+        grouped: dict[str, list[Any]] = {}
+        for row in await self._source().search(e=self.eid):
+            if row[4]:
+                grouped.setdefault(row[1], []).append(row)
+        self._cache = {x: self._value(x, rows) for x, rows in grouped.items()}
+        self._all = True
+        return self._cache.get(a, default)
+
+    async def _backwards(self, forward: str) -> Any:
+        src = self._source()
+        info = src.attr(forward)
+        if info is None or not info.ref:
+            return None
+        rows = [r for r in await src.search(a=forward, v=self.eid) if r[4]]
+        if not rows:
+            return None
+        if info.component:
+            return Entity(self.db, rows[0][0], self._src)
+        return frozenset(Entity(self.db, r[0], self._src) for r in rows)
+
+    def _not_loaded(self, a: str) -> ReplicaError:
+        how = f"await entity.get({a!r})"
+        if self._forward(a) is None:
+            how = f"await entity.touch() first, or use {how}"
+        return ReplicaError(f"attribute {a!r} of entity {self.eid} is not loaded: {how}")
+
+    def __getitem__(self, attr: str) -> Any:
+        a = self._name(attr)
+        if a == "db/id":
+            return self.eid
+        if a in self._cache:
+            return self._cache[a]
+        if a in self._rev:
+            found = self._rev[a]
+            if found is None:
+                raise KeyError(attr)
+            return found
+        if (self._touched or self._all) and self._forward(a) is None:
+            raise KeyError(attr)
+        raise self._not_loaded(a)
+
+    def __contains__(self, attr: object) -> bool:
+        if not isinstance(attr, str):
+            return False
+        a = self._name(attr)
+        if a == "db/id" or a in self._cache:
+            return True
+        if a in self._rev:
+            return self._rev[a] is not None
+        if self._touched and self._forward(a) is None:
+            return False
+        raise self._not_loaded(a)
+
+    def _loaded(self) -> dict[str, Any]:
+        if not self._touched:
+            raise ReplicaError(
+                f"entity {self.eid} is not loaded: await entity.touch() before listing it"
+            )
+        return self._cache
+
+    def keys(self) -> KeysView[str]:
+        """The entity's attributes (``db/id`` and reverse ones not included); after touch."""
+        return self._loaded().keys()
+
+    def values(self) -> ValuesView[Any]:
+        return self._loaded().values()
+
+    def items(self) -> ItemsView[str, Any]:
+        return self._loaded().items()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
 
 
 def index_edits(
     datoms: Iterable[Datom], schema: Schema, stamp: Stamp
 ) -> dict[str, list[tuple[bytes, bytes | None]]]:
-    """Tree edits that record ``datoms`` (one transaction's) in every index."""
+    """Tree edits that record ``datoms`` (one transaction's) in every index, in the order
+    given (a later datom with the same key wins: ``Tree.edit`` semantics)."""
     sb = stamp.encode()
     edits: dict[str, list[tuple[bytes, bytes | None]]] = {
         "eavt": [], "aevt": [], "avet": [], "vaet": [], "heavt": [], "haevt": [], "log": []
@@ -621,4 +802,92 @@ def index_edits(
     return edits
 
 
-__all__ = ["DB", "Database", "DatomIter", "Entity", "index_edits", "prefix_end"]
+def index_edit_lists(
+    datoms: list[Datom],
+    schema: Schema,
+    stamp: Stamp,
+    value_keys: list[bytes] | None = None,
+) -> dict[str, tuple[list[bytes], list[bytes | None]]]:
+    """:func:`index_edits` as sorted distinct keys and their values per tree (what
+    ``Tree.edit_sorted`` takes), for the net datoms of one transaction: no two of them have
+    the same entity, attribute and value. ``value_keys`` are their values' encodings, if
+    the caller has them already.
+
+    Keys are built once per datom and sorted once per order: heavt and log keys sort like
+    eavt keys and haevt like aevt (the same prefix-free keys followed by one stamp)."""
+    sb = stamp.encode()
+    n = len(datoms)
+    vks = value_keys if value_keys is not None else [encode_value(d.v) for d in datoms]
+    refs = schema.refs
+    attr_cache: dict[str, bytes] = {}
+    eid_cache: dict[int, bytes] = {}
+    eav: list[bytes] = []
+    aev: list[bytes] = []
+    ave: list[bytes] = []
+    vaet_pairs: list[tuple[bytes, bytes | None]] = []
+    all_added = True
+    no_history: set[str] = set()
+    for d, vb in zip(datoms, vks, strict=True):
+        a = d.a
+        ab = attr_cache.get(a)
+        if ab is None:
+            ab = attr_cache[a] = attr_bytes(a)
+            attr = schema.get(a)
+            if attr is not None and attr.no_history:
+                no_history.add(a)
+        e = d.e
+        eb = eid_cache.get(e)
+        if eb is None:
+            eb = eid_cache[e] = e.to_bytes(16, "big")
+        eav.append(eb + ab + vb)
+        aev.append(ab + eb + vb)
+        ave.append(ab + vb + eb)
+        if not d.added:
+            all_added = False
+        if a in refs:
+            vaet_pairs.append((d.v.to_bytes(16, "big") + ab + eb, sb if d.added else None))
+    if all_added:
+        adds = [True] * n
+    else:
+        adds = [d.added for d in datoms]
+    e_order = sorted(range(n), key=eav.__getitem__)
+    a_order = sorted(range(n), key=aev.__getitem__)
+    out: dict[str, tuple[list[bytes], list[bytes | None]]] = {}
+
+    def values(order: list[int]) -> list[bytes | None]:
+        if all_added:
+            return [sb] * n
+        return [sb if adds[i] else None for i in order]
+
+    out["eavt"] = ([eav[i] for i in e_order], values(e_order))
+    out["aevt"] = ([aev[i] for i in a_order], values(a_order))
+    if all_added:
+        ave.sort()
+        out["avet"] = (ave, [sb] * n)
+    else:
+        v_order = sorted(range(n), key=ave.__getitem__)
+        out["avet"] = ([ave[i] for i in v_order], values(v_order))
+    vaet_pairs.sort()
+    out["vaet"] = ([k for k, _ in vaet_pairs], [v for _, v in vaet_pairs])
+    ops = [b"\x01" if x else b"\x00" for x in adds]
+    if no_history:
+        keep = [d.a not in no_history for d in datoms]
+        e_order = [i for i in e_order if keep[i]]
+        a_order = [i for i in a_order if keep[i]]
+    heavt = [eav[i] + sb + ops[i] for i in e_order]
+    empty: list[bytes | None] = [b""] * len(e_order)
+    out["heavt"] = (heavt, empty)
+    out["haevt"] = ([aev[i] + sb + ops[i] for i in a_order], empty)
+    out["log"] = ([sb + eav[i] + ops[i] for i in e_order], empty)
+    return out
+
+
+__all__ = [
+    "DB",
+    "Database",
+    "DatomIter",
+    "Entity",
+    "index_edit_lists",
+    "index_edits",
+    "prefix_end",
+]

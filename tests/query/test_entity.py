@@ -142,13 +142,19 @@ async def test_sync_access_after_touch(make_conn: MakeConn) -> None:
         ivan["_part"]
 
 
-async def test_get_caches_one_attribute(make_conn: MakeConn) -> None:
+async def test_get_loads_the_entity_once(make_conn: MakeConn) -> None:
+    """The first get reads all the entity's own attributes in one seek (they sit together in
+    EAVT); later reads are sync. Components are not touched by it."""
     _, db = await setup(make_conn)
     ivan = db.entity(1)
-    assert await ivan.get("age") == 19
-    assert ivan["age"] == 19  # read by get: available without touch
     with pytest.raises(ReplicaError, match="touch"):
-        ivan["name"]
+        ivan["age"]
+    assert await ivan.get("age") == 19
+    assert ivan["age"] == 19
+    assert ivan["name"] == await db.entity(1).get("name")
+    assert not ivan.touched
+    with pytest.raises(KeyError):
+        ivan["no-such-attribute"]
 
 
 async def test_touch_components(make_conn: MakeConn) -> None:
