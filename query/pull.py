@@ -67,9 +67,11 @@ deep needs no Python recursion, and ``pull_many`` costs few seeks more than one 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -690,7 +692,8 @@ async def pull(db: Any, pattern: Any, eid: Any) -> dict[Any, Any] | None:
     when the lookup ref or ident names nothing or the pattern finds nothing."""
     src, parsed = await _prepare(db, pattern)
     e = await src.entid(eid)
-    return (await _Run(src).run(parsed, [e]))[0]
+    with _gc_paused():
+        return (await _Run(src).run(parsed, [e]))[0]
 
 
 async def pull_many(db: Any, pattern: Any, eids: Iterable[Any]) -> list[dict[Any, Any] | None]:
@@ -698,5 +701,20 @@ async def pull_many(db: Any, pattern: Any, eids: Iterable[Any]) -> list[dict[Any
     src, parsed = await _prepare(db, pattern)
     resolved: list[int | None] = []
     for x in eids:
-        resolved.append(await src.entid(x))
-    return await _Run(src).run(parsed, resolved)
+        resolved.append(x if type(x) is int else await src.entid(x))
+    with _gc_paused():
+        return await _Run(src).run(parsed, resolved)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic collector paused while a pull builds its many small dicts and lists (as in
+    query.engine.q): reference counting frees them; full collections would rescan the cache."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()

@@ -693,13 +693,22 @@ class Entity:
         if self._touched or self._all:
             return default
         # one seek reads every attribute of the entity (they sit together in EAVT)
+        src = self._source()
+        info_of = src.attr
+        cache: dict[str, Any] = {}
         grouped: dict[str, list[Any]] = {}
-        for row in await self._source().search(e=self.eid):
+        for row in await src.search(e=self.eid):
             if row[4]:
-                grouped.setdefault(row[1], []).append(row)
-        self._cache = {x: self._value(x, rows) for x, rows in grouped.items()}
+                info = info_of(row[1])
+                if info is None or not (info.ref or info.many):
+                    cache[row[1]] = row[2]  # plain cardinality-one value
+                else:
+                    grouped.setdefault(row[1], []).append(row)
+        for x, rows in grouped.items():
+            cache[x] = self._value(x, rows)
+        self._cache = cache
         self._all = True
-        return self._cache.get(a, default)
+        return cache.get(a, default)
 
     async def _backwards(self, forward: str) -> Any:
         src = self._source()

@@ -136,6 +136,17 @@ class DBSource:
         nodes = self.nodes
         root = self.db.commit.roots[index]
         node = nodes.peek(root) or await nodes.load(root)
+        # a narrow range stays within one child per level: descend without building lists
+        while node.level:
+            keys = node.keys
+            i = bisect_left(keys, lo)
+            if i == len(keys):
+                return []
+            if hi is None or i == len(keys) - 1 or keys[i] >= hi:
+                child = node.children[i]
+                node = nodes.peek(child) or await nodes.load(child)
+            else:
+                break
         level = [node]
         while level[0].level:
             want: list[bytes] = []
@@ -182,6 +193,8 @@ class DBSource:
     async def search(
         self, e: int | None = None, a: str | None = None, v: Any = None, tx: int | None = None
     ) -> Sequence[DatomTuple]:
+        if a is None and v is None and tx is None and self._direct and type(e) is int:
+            return await self._prefix("eavt", eid_bytes(e)) if 0 <= e <= MAX_EID else []
         if a is not None and a.startswith(":"):
             a = a[1:]
         if e is not None and not (
