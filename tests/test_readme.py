@@ -35,4 +35,7 @@ def test_readme_database_example_runs(capsys) -> None:  # type: ignore[no-untype
     namespace: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), namespace)
     anyio.run(namespace["main"])  # type: ignore[arg-type]
-    assert capsys.readouterr().out.split("\n")[:3] == ["[16]", "[15]", "3"]
+    out = capsys.readouterr().out.split("\n")
+    assert out[:5] == ["[16]", "[15]", "3", "16", "[15]"]
+    # pull keys are the pattern's keywords (a Keyword is a str: == "person/name")
+    assert out[5] == "{Keyword('person/name'): 'Ivan', Keyword('person/age'): 16}"
