@@ -445,6 +445,7 @@ class Evaluator:
     def __init__(self, ctx: Ctx) -> None:
         self.ctx = ctx
         self.last_how = ""
+        self.last_estimate: float | None = None
         self._estimates: dict[tuple[Any, ...], int] = {}
 
     async def run(self, clauses: Sequence[Clause], keep: Iterable[str] | None = None) -> None:
@@ -527,7 +528,8 @@ class Evaluator:
                 cost = await self._cost(c, bound)
                 if best is None or (cost, i) < best:
                     best, best_clause = (cost, i), c
-        if best_clause is not None:
+        if best_clause is not None and best is not None:
+            self.last_estimate = best[0]
             return best_clause
         # 4. or / rule calls with their required variables bound
         for c in pending:
@@ -598,6 +600,7 @@ class Evaluator:
 
     async def step(self, c: Clause, pending: list[Clause]) -> None:
         self.last_how = ""
+        estimate, self.last_estimate = self.last_estimate, None
         if isinstance(c, Pattern):
             await self.pattern(c, pending)
         elif isinstance(c, Predicate):
@@ -617,7 +620,13 @@ class Evaluator:
         stats = self.ctx.stats
         if stats is not None:
             rows = sum(len(r.rows) for r in self.ctx.rels)
-            stats.add(clause=c, depth=self.ctx.depth, how=self.last_how, rows_after=rows)
+            stats.add(
+                clause=c,
+                depth=self.ctx.depth,
+                estimate=estimate,
+                how=self.last_how,
+                rows_after=rows,
+            )
 
     async def _resolve_e(self, src: DatomSource, x: Any) -> int | None:
         if isinstance(x, int) and not isinstance(x, bool):
@@ -1612,8 +1621,9 @@ def _order(rows: list[Row], query: Query, elements: tuple[FindElem, ...]) -> lis
 
 @dataclass(frozen=True)
 class Plan:
-    """What ``explain`` returns: the clauses in the order they ran, with the rows each step
-    produced and how each pattern was read."""
+    """What ``explain`` returns: the clauses in the order they ran, each with the planner's
+    estimate (patterns: index counts, or the bound rows when that is cheaper), how the index was
+    read, and the rows after the step."""
 
     steps: tuple[dict[str, Any], ...]
     result_size: int
@@ -1622,7 +1632,8 @@ class Plan:
         lines = []
         for s in self.steps:
             how = f" ({s['how']})" if s.get("how") else ""
-            lines.append(f"{'  ' * s['depth']}{s['clause']!r}{how} -> {s['rows_after']} rows")
+            est = f" [estimated {s['estimate']:.0f}]" if s.get("estimate") is not None else ""
+            lines.append(f"{'  ' * s['depth']}{s['clause']!r}{est}{how} -> {s['rows_after']} rows")
         return "\n".join([*lines, f"result: {self.result_size}"])
 
 
