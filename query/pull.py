@@ -494,6 +494,16 @@ class _Run:
         self.src = src
         self.info: dict[str, AttrInfo | None] = {}
         self.created: list[_Node] = []
+        self._plain: dict[int, bool] = {}
+
+    def plain(self, attr: PullAttr) -> bool:
+        """A cardinality-one, non-ref attribute without xform: its value goes in as is."""
+        got = self._plain.get(id(attr))
+        if got is None:
+            info = self.attr(attr.name)
+            got = attr.xform is None and not (info is not None and (info.many or info.ref))
+            self._plain[id(attr)] = got
+        return got
 
     def attr(self, a: str) -> AttrInfo | None:
         try:
@@ -614,11 +624,16 @@ class _Run:
                     if a not in p.names:
                         self.put(n, _wild_attr(a), ds, out)
             else:
+                acc = n.acc
                 for attr in p.attrs:
                     if attr.is_db_id:
-                        self.set(n.acc, attr, n.eid)
+                        self.set(acc, attr, n.eid)
+                        continue
+                    got = by_attr[attr.name].get(n.eid, empty)
+                    if got and self.plain(attr):
+                        acc[attr.key] = got[0][2]  # the common case, without put's checks
                     else:
-                        self.put(n, attr, by_attr[attr.name].get(n.eid, empty), out)
+                        self.put(n, attr, got, out)
             for attr in p.reverse:
                 await self.put_reverse(n, attr, out)
         return out
