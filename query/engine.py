@@ -535,7 +535,7 @@ class Evaluator:
         for c in pending:
             if isinstance(c, Or) and {v.name for v in c.required} <= bound:
                 return c
-            if isinstance(c, RuleCall):
+            if isinstance(c, RuleCall) and self._call_ready(c, bound):
                 return c
         for c in pending:
             if isinstance(c, And):
@@ -551,6 +551,14 @@ class Evaluator:
             if missing:
                 raise QueryError(f"Insufficient bindings: {', '.join(missing)} not bound in", c)
         raise QueryError("cannot evaluate clause", c)
+
+    def _call_ready(self, c: RuleCall, bound: set[str]) -> bool:
+        """Whether the rule's required (bracketed) arguments are bound or constant."""
+        branches = self.ctx.rules.get(c.name)
+        if not branches:
+            return True  # let the call report the unknown rule
+        need = c.args[: len(branches[0].required)]
+        return all(not isinstance(t, Var) or t.name in bound for t in need)
 
     # -- cost ------------------------------------------------------------------------------
 
@@ -1118,6 +1126,7 @@ class Evaluator:
         src = ctx.source(c.src) if c.src is not None else ctx.source(None)
         # the call's arguments as variables of this context
         call_vars: list[str] = []
+        made: list[str] = []  # helper variables this call creates (and drops at the end)
         consts: list[tuple[str, Any]] = []
         for t in c.args:
             if isinstance(t, Var):
@@ -1125,6 +1134,7 @@ class Evaluator:
             else:
                 name = f"?\x00c{next(ctx.fresh)}"
                 call_vars.append(name)
+                made.append(name)
                 if isinstance(t, Const):
                     consts.append((name, t.value))
         head_required = len(branches[0].required)
@@ -1150,9 +1160,8 @@ class Evaluator:
             finally:
                 ctx.sources, ctx.default = saved, saved_default
         # drop the helper variables of constants and placeholders
-        hidden = [v for v in call_vars if v.startswith("?\x00")]
-        if hidden:
-            self._drop_vars(hidden)
+        if made:
+            self._drop_vars(made)
 
     def _drop_vars(self, vars_: list[str]) -> None:
         ctx = self.ctx

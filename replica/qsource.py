@@ -142,7 +142,7 @@ class DBSource:
             i = bisect_left(keys, lo)
             if i == len(keys):
                 return []
-            if hi is None or i == len(keys) - 1 or keys[i] >= hi:
+            if i == len(keys) - 1 or (hi is not None and keys[i] >= hi):
                 child = node.children[i]
                 node = nodes.peek(child) or await nodes.load(child)
             else:
@@ -166,8 +166,10 @@ class DBSource:
     async def _range(self, index: str, lo: bytes, hi: bytes | None) -> list[DatomTuple]:
         out: list[DatomTuple] = []
         for leaf in await self._leaves(index, lo, hi):
-            rows = _decoded(index, leaf)
             keys = leaf.keys
+            if not keys:  # the single empty leaf of an empty tree
+                continue
+            rows = _decoded(index, leaf)
             s = bisect_left(keys, lo) if keys[0] < lo else 0
             if hi is None or keys[-1] < hi:
                 out.extend(rows[s:] if s else rows)

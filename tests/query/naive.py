@@ -16,7 +16,11 @@ small subset of the language the slowest obvious way:
   to its variables first);
 * rules are computed before the query, bottom up by naive iteration: evaluate every rule body
   from scratch on the facts of the previous round, until a round adds nothing. Only positive
-  recursion is sound here (a ``not`` in a rule body may not call rules).
+  recursion is sound here (a ``not`` in a rule body may not call rules). Required head variables
+  (``(name [?x] ?y)``) are read as plain ones: bottom up, nothing needs them bound;
+* the only concessions to speed: a nested clause (``or``, ``not`` ...) evaluated for many rows
+  of a conjunction is evaluated once per distinct binding of its own variables (memo), and a
+  pattern's scan for its constants is made once, not once per row.
 
 Values are compared with Python ``==`` and ``<``; queries that compare values of different types
 are outside the subset.
@@ -227,6 +231,18 @@ class _Scope:
         self.facts = facts
         self.memo: dict[tuple[int, tuple[tuple[str, Any], ...]], Any] = {}
         self.names: dict[int, list[str]] = {}
+        self.scanned: dict[int, list[tuple[Any, ...]]] = {}
+
+    def scan(self, pattern: Any) -> list[tuple[Any, ...]]:
+        """The datoms that match the constants of ``pattern``: one scan per pattern rather than
+        one per row (``_unify`` checks every term again anyway)."""
+        if id(pattern) not in self.scanned:
+            n = len(pattern)
+            consts = [(i, t) for i, t in enumerate(pattern) if not _is_var(t) and not _is_blank(t)]
+            self.scanned[id(pattern)] = [
+                d for d in self.datoms if len(d) >= n and all(d[i] == t for i, t in consts)
+            ]
+        return self.scanned[id(pattern)]
 
     def nested(self, c: Any, row: Row, compute: Any) -> Any:
         if id(c) not in self.names:
@@ -270,7 +286,7 @@ def _generate(c: Any, row: Row, scope: _Scope) -> Iterable[Row]:
     if kind == "pattern":
         if not 1 <= len(c) <= 3:
             raise NaiveError(f"patterns have 1 to 3 terms here: {c!r}")
-        for d in scope.datoms:
+        for d in scope.scan(c):
             new = _unify(c, d[: len(c)], row)
             if new is not None:
                 yield new
