@@ -10,6 +10,7 @@ their ``?`` (``Var("?e")``), source names their ``$`` (``SrcVar("$")``, ``SrcVar
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -275,6 +276,60 @@ class Query:
     limit: int | None = None
 
 
+# -- variables of forms (shared by the parser's checks and the planner) ------------------------
+
+
+def term_vars(terms: Iterable[Any]) -> list[str]:
+    """Names of the variables among ``terms``, in order."""
+    return [t.name for t in terms if isinstance(t, Var)]
+
+
+def binding_vars(b: Binding) -> list[str]:
+    """Names of the variables a binding form binds, in order."""
+    if isinstance(b, BindScalar):
+        return [b.var.name]
+    if isinstance(b, BindTuple):
+        return [v for item in b.items for v in binding_vars(item)]
+    if isinstance(b, BindColl):
+        return binding_vars(b.item)
+    return []
+
+
+def call_vars(fn: str, args: tuple[FnArg, ...]) -> list[str]:
+    """Variables a predicate or function needs bound: its arguments, and the function itself
+    when it is held in a variable (``[(?f ?x)]``)."""
+    return ([fn] if fn.startswith("?") else []) + term_vars(args)
+
+
+def clause_vars(c: Clause) -> set[str]:
+    """Every variable a clause mentions, as DataScript's ``collect-vars`` counts them: a ``not``
+    counts its inner variables (``not-join`` and ``or-join`` only their declared ones)."""
+    if isinstance(c, Pattern):
+        return set(term_vars(c.terms))
+    if isinstance(c, Predicate):
+        return set(call_vars(c.fn, c.args))
+    if isinstance(c, Function):
+        return set(call_vars(c.fn, c.args)) | set(binding_vars(c.binding))
+    if isinstance(c, RuleCall):
+        return set(term_vars(c.args))
+    if isinstance(c, Not):
+        if c.vars is not None:
+            return {v.name for v in c.vars}
+        return set().union(*(clause_vars(x) for x in c.clauses))
+    if isinstance(c, Or):
+        if c.vars is not None:
+            return {v.name for v in c.vars}
+        return set().union(*(clause_vars(x) for x in c.branches))
+    return set().union(*(clause_vars(x) for x in c.clauses))
+
+
+def find_elements(find: FindSpec) -> tuple[FindElem, ...]:
+    """The elements of a find spec, whatever its shape."""
+    if isinstance(find, FindRel | FindTuple):
+        return find.elements
+    return (find.element,)
+
+
 __all__ = [
     "DEFAULT_SRC",
     "And",
@@ -310,4 +365,9 @@ __all__ = [
     "SrcVar",
     "Term",
     "Var",
+    "binding_vars",
+    "call_vars",
+    "clause_vars",
+    "find_elements",
+    "term_vars",
 ]

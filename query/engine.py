@@ -51,7 +51,6 @@ from query.ast import (
     FindColl,
     FindElem,
     FindPull,
-    FindRel,
     FindScalar,
     FindTuple,
     Function,
@@ -67,6 +66,11 @@ from query.ast import (
     SrcVar,
     Term,
     Var,
+    binding_vars,
+    call_vars,
+    clause_vars,
+    find_elements,
+    term_vars,
 )
 from query.errors import QueryError
 from query.source import DatomSource
@@ -345,50 +349,10 @@ class Ctx:
 # -- clause variables --------------------------------------------------------------------------
 
 
-def _vars_of_terms(terms: Iterable[Any]) -> list[str]:
-    return [t.name for t in terms if isinstance(t, Var)]
-
-
-def _binding_vars(b: Binding) -> list[str]:
-    if isinstance(b, BindScalar):
-        return [b.var.name]
-    if isinstance(b, BindTuple):
-        return [v for item in b.items for v in _binding_vars(item)]
-    if isinstance(b, BindColl):
-        return _binding_vars(b.item)
-    return []
-
-
-def clause_vars(c: Clause) -> set[str]:
-    """Every variable a clause mentions."""
-    if isinstance(c, Pattern):
-        return set(_vars_of_terms(c.terms))
-    if isinstance(c, Predicate):
-        return _inputs_of(c)
-    if isinstance(c, Function):
-        return _inputs_of(c) | set(_binding_vars(c.binding))
-    if isinstance(c, RuleCall):
-        return set(_vars_of_terms(c.args))
-    if isinstance(c, And):
-        return set().union(*(clause_vars(x) for x in c.clauses)) if c.clauses else set()
-    if isinstance(c, Not):
-        if c.vars is not None:
-            return {v.name for v in c.vars}
-        return set().union(*(clause_vars(x) for x in c.clauses)) if c.clauses else set()
-    if isinstance(c, Or):
-        if c.vars is not None:
-            return {v.name for v in c.vars}
-        return set().union(*(clause_vars(x) for x in c.branches)) if c.branches else set()
-    raise QueryError("unknown clause", c)
-
-
 def _inputs_of(c: Clause) -> set[str]:
     """Variables that must be bound before a predicate/function runs."""
     if isinstance(c, Predicate | Function):
-        out = set(_vars_of_terms(c.args))
-        if c.fn.startswith("?"):  # a function passed in through :in
-            out.add(c.fn)
-        return out
+        return set(call_vars(c.fn, c.args))
     return set()
 
 
@@ -417,7 +381,7 @@ def bind_value(b: Binding, value: Any, form: Any) -> Rel:
     if isinstance(b, BindColl):
         if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
             raise QueryError("Cannot bind value to a collection form (not a collection)", value)
-        vars_ = tuple(dict.fromkeys(_binding_vars(b.item)))
+        vars_ = tuple(dict.fromkeys(binding_vars(b.item)))
         rows: list[Row] = []
         for item in value:
             sub = bind_value(b.item, item, form)
@@ -976,7 +940,7 @@ class Evaluator:
         from query.builtins import DB_FUNCTIONS
 
         ctx = self.ctx
-        vars_ = _vars_of_terms(c.args)
+        vars_ = term_vars(c.args)
         unbound = [v for v in vars_ if v not in ctx.bound()]
         if unbound:
             raise QueryError(f"Insufficient bindings: {', '.join(unbound)} not bound in", c)
@@ -1001,13 +965,13 @@ class Evaluator:
         from query.builtins import DB_FUNCTIONS
 
         ctx = self.ctx
-        vars_ = _vars_of_terms(c.args)
+        vars_ = term_vars(c.args)
         unbound = [v for v in vars_ if v not in ctx.bound()]
         if unbound:
             raise QueryError(f"Insufficient bindings: {', '.join(unbound)} not bound in", c)
         rel = ctx.collapse(vars_)
         get = self._args_getter(rel, c.args)
-        out_vars = tuple(dict.fromkeys(_binding_vars(c.binding)))
+        out_vars = tuple(dict.fromkeys(binding_vars(c.binding)))
         results: list[tuple[Row, Any]] = []
         if c.fn == "q":
             for r in rel.rows:
@@ -1513,12 +1477,6 @@ def _fast_compare(c: Predicate, rel: Rel) -> Callable[[Row], bool] | None:
 # -- the query ---------------------------------------------------------------------------------
 
 
-def _find_elements(find: Any) -> tuple[FindElem, ...]:
-    if isinstance(find, FindRel | FindTuple):
-        return find.elements
-    return (find.element,)
-
-
 def _elem_var(el: FindElem) -> str:
     return el.var.name
 
@@ -1672,7 +1630,7 @@ async def q(query: Any, *inputs: Any, stats: Stats | None = None) -> Any:
 def _needed_vars(query: Query) -> set[str]:
     """Variables the find spec needs after the where clauses."""
     out = {v.name for v in query.with_}
-    for el in _find_elements(query.find):
+    for el in find_elements(query.find):
         out.add(el.var.name)
         if isinstance(el, FindAggregate):
             out.update(a.name for a in el.args if isinstance(a, Var))
@@ -1683,7 +1641,7 @@ def _needed_vars(query: Query) -> set[str]:
 
 async def _finish(query: Query, ctx: Ctx) -> Any:
     find = query.find
-    elements = _find_elements(find)
+    elements = find_elements(find)
     needed = [_elem_var(el) for el in elements] + [v.name for v in query.with_]
     if ctx.is_empty():  # evaluation stopped early: some clause matched nothing
         rel = Rel(tuple(needed), [])

@@ -96,6 +96,11 @@ from query.ast import (
     SrcVar,
     Term,
     Var,
+    binding_vars,
+    call_vars,
+    clause_vars,
+    find_elements,
+    term_vars,
 )
 from query.edn import loads
 from query.errors import QueryParseError
@@ -174,60 +179,20 @@ def _distinct(names: list[str]) -> bool:
 # -- variables of parsed clauses ---------------------------------------------------------------
 
 
-def _term_vars(terms: Iterable[Any]) -> list[str]:
-    return [t.name for t in terms if isinstance(t, Var)]
-
-
-def _binding_vars(b: Binding) -> list[str]:
-    if isinstance(b, BindScalar):
-        return [b.var.name]
-    if isinstance(b, BindTuple):
-        return [v for item in b.items for v in _binding_vars(item)]
-    if isinstance(b, BindColl):
-        return _binding_vars(b.item)
-    return []
-
-
 def _input_vars(spec: InputSpec) -> list[str]:
     if isinstance(spec, SrcVar | RulesVar):
         return []
-    return _binding_vars(spec)
-
-
-def _call_vars(fn: str, args: tuple[FnArg, ...]) -> list[str]:
-    return ([fn] if fn.startswith("?") else []) + _term_vars(args)
-
-
-def _all_vars(c: Clause) -> set[str]:
-    """Every variable a clause mentions, as DataScript's ``collect-vars`` counts them: a ``not``
-    counts its inner variables (``not-join`` and ``or-join`` only their declared ones)."""
-    if isinstance(c, Pattern):
-        return set(_term_vars(c.terms))
-    if isinstance(c, Predicate):
-        return set(_call_vars(c.fn, c.args))
-    if isinstance(c, Function):
-        return set(_call_vars(c.fn, c.args)) | set(_binding_vars(c.binding))
-    if isinstance(c, RuleCall):
-        return set(_term_vars(c.args))
-    if isinstance(c, Not):
-        if c.vars is not None:
-            return {v.name for v in c.vars}
-        return set().union(*(_all_vars(x) for x in c.clauses))
-    if isinstance(c, Or):
-        if c.vars is not None:
-            return {v.name for v in c.vars}
-        return set().union(*(_all_vars(x) for x in c.branches))
-    return set().union(*(_all_vars(x) for x in c.clauses))
+    return binding_vars(spec)
 
 
 def _binds(c: Clause) -> set[str]:
     """The variables a clause can bind (predicates and ``not`` bind nothing)."""
     if isinstance(c, Pattern):
-        return set(_term_vars(c.terms))
+        return set(term_vars(c.terms))
     if isinstance(c, Function):
-        return set(_binding_vars(c.binding))
+        return set(binding_vars(c.binding))
     if isinstance(c, RuleCall):
-        return set(_term_vars(c.args))
+        return set(term_vars(c.args))
     if isinstance(c, Or):
         if c.vars is not None:
             return {v.name for v in c.vars}
@@ -235,12 +200,6 @@ def _binds(c: Clause) -> set[str]:
     if isinstance(c, And):
         return set().union(*(_binds(x) for x in c.clauses))
     return set()
-
-
-def _find_elements(find: FindSpec) -> tuple[FindElem, ...]:
-    if isinstance(find, FindRel | FindTuple):
-        return find.elements
-    return (find.element,)
 
 
 # -- the parser --------------------------------------------------------------------------------
@@ -400,7 +359,7 @@ class _Parser:
                 self.fail("Cannot parse 'not' clause, expected [ src-var? 'not' clause+ ]", form)
             body = self.clauses(items[1:], form)
             node = Not(src, None, body)
-            if not _all_vars(node):
+            if not clause_vars(node):
                 self.fail("Join variables should not be empty", form)
             return node
         if name == "not-join":
@@ -420,7 +379,7 @@ class _Parser:
             if len(items) < 2:
                 self.fail("Cannot parse 'or' clause, expected [ src-var? 'or' clause+ ]", form)
             node_or = Or(src, None, (), tuple(self.clause(b) for b in items[1:]))
-            if not _all_vars(node_or):
+            if not clause_vars(node_or):
                 self.fail("Join variables should not be empty", form)
             return node_or
         # or-join
@@ -441,7 +400,7 @@ class _Parser:
         scope = outer | frozenset(counts)
         for c, own in zip(clauses, binds, strict=True):
             if isinstance(c, Predicate | Function):
-                missing = [v for v in _call_vars(c.fn, c.args) if v not in scope]
+                missing = [v for v in call_vars(c.fn, c.args) if v not in scope]
                 if missing:
                     self.fail(
                         f"Insufficient bindings: {_fmt_set(missing)} not bound in",
@@ -449,7 +408,7 @@ class _Parser:
                     )
             elif isinstance(c, Not):
                 if c.vars is None:
-                    inner = _all_vars(c)
+                    inner = clause_vars(c)
                     if not inner & scope:
                         self.fail(
                             f"Insufficient bindings: none of {_fmt_set(inner)} is bound in",
@@ -473,7 +432,7 @@ class _Parser:
     def check_or(self, c: Or, others: frozenset[str]) -> None:
         form = self.form_of(c)
         if c.vars is None:
-            free = [_all_vars(b) - others for b in c.branches]
+            free = [clause_vars(b) - others for b in c.branches]
             if any(f != free[0] for f in free):
                 shown = " ".join(_fmt_set(f) for f in free)
                 self.fail(
@@ -488,7 +447,7 @@ class _Parser:
         declared = frozenset(v.name for v in c.vars)
         free_decl = [v.name for v in c.vars if v.name not in others]
         for b in c.branches:
-            absent = [v for v in free_decl if v not in _all_vars(b)]
+            absent = [v for v in free_decl if v not in clause_vars(b)]
             if absent:
                 self.fail(
                     "All clauses in 'or' must use same set of free vars, had "
@@ -586,7 +545,7 @@ class _Parser:
         if "find" not in sec:
             self.fail("Query has no :find", q)
         find = self.find(self.seq_value(sec, "find"), q)
-        elements = _find_elements(find)
+        elements = find_elements(find)
 
         keys = self.return_map(sec, find, q)
 
@@ -713,7 +672,7 @@ class _Parser:
             self.fail(f":{kind} does not work with single-scalar :find", q)
         if isinstance(find, FindColl):
             self.fail(f":{kind} does not work with collection :find", q)
-        if len(names) != len(_find_elements(find)):
+        if len(names) != len(find_elements(find)):
             self.fail(f"Count of :{kind} must match count of :find", names)
         lit: Literal["keys", "strs", "syms"] = (
             "keys" if kind == "keys" else "strs" if kind == "strs" else "syms"
