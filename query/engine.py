@@ -29,7 +29,6 @@ joins only the facts new in the previous round) to a fixpoint, then joined with 
 
 from __future__ import annotations
 
-import gc
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,7 +72,8 @@ from query.ast import (
     term_vars,
 )
 from query.errors import QueryError
-from query.source import DatomSource
+from query.gcpause import gc_paused
+from query.source import DatomSource, datom_source_of
 
 __all__ = ["Plan", "explain", "q"]
 
@@ -216,17 +216,6 @@ def _join1(a: Rel, b: Rel, ia: int, ib: int, extra: list[int], out_vars: tuple[s
 
 
 # -- sources -----------------------------------------------------------------------------------
-
-
-def as_source(x: Any) -> DatomSource | None:
-    """A DatomSource for a database-like input, or None for anything else."""
-    hook = getattr(x, "__datom_source__", None)
-    if hook is not None:
-        src = hook()
-        return src if isinstance(src, DatomSource) else None
-    if isinstance(x, DatomSource):
-        return x
-    return None
 
 
 def _is_collection(x: Any) -> bool:
@@ -1492,7 +1481,7 @@ async def _bind_inputs(query: Query, inputs: Sequence[Any], ctx: Ctx) -> None:
         )
     for spec, value in zip(query.inputs, inputs, strict=True):
         if isinstance(spec, SrcVar):
-            src = as_source(value)
+            src = datom_source_of(value)
             if src is not None:
                 ctx.sources[spec.name] = src
             elif _is_collection(value):
@@ -1611,20 +1600,10 @@ async def q(query: Any, *inputs: Any, stats: Stats | None = None) -> Any:
 
     parsed = parse_query(query)
     ctx = Ctx({}, {}, stats, itertools.count())
-    # The cyclic garbage collector is paused while a query runs: evaluation allocates many
-    # short-lived row tuples, which would otherwise trigger full collections that scan every
-    # tracked object of the process (the node cache included) again and again. Reference
-    # counting still frees everything; the collector resumes when the last query ends.
-    paused = gc.isenabled()
-    if paused:
-        gc.disable()
-    try:
+    with gc_paused():  # many short row tuples: see query/gcpause.py
         await _bind_inputs(parsed, inputs, ctx)
         await Evaluator(ctx).run(parsed.where, _needed_vars(parsed))
         return await _finish(parsed, ctx)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _needed_vars(query: Query) -> set[str]:

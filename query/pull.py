@@ -67,18 +67,17 @@ deep needs no Python recursion, and ``pull_many`` costs few seeks more than one 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import gc
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from query.builtins import resolve_function
 from query.edn import EDNError, loads
 from query.errors import QueryError, QueryParseError
-from query.source import AttrInfo, DatomSource, DatomTuple
+from query.gcpause import gc_paused
+from query.source import AttrInfo, DatomSource, DatomTuple, datom_source_of
 from query.types import Keyword, Symbol
 
 __all__ = [
@@ -407,15 +406,10 @@ def _validate(src: DatomSource, pattern: PullPattern) -> None:
 
 def as_source(db: Any) -> DatomSource:
     """The DatomSource of ``db``: itself, or what its ``__datom_source__()`` returns."""
-    hook = getattr(db, "__datom_source__", None)
-    if hook is not None:
-        src = hook()
-        if isinstance(src, DatomSource):
-            return src
-        raise QueryError("__datom_source__() did not return a DatomSource", type(src).__name__)
-    if isinstance(db, DatomSource):
-        return db
-    raise QueryError("pull needs a database or a DatomSource", type(db).__name__)
+    src = datom_source_of(db)
+    if src is None:
+        raise QueryError("pull needs a database or a DatomSource", type(db).__name__)
+    return src
 
 
 _WILD: dict[str, PullAttr] = {}
@@ -707,7 +701,7 @@ async def pull(db: Any, pattern: Any, eid: Any) -> dict[Any, Any] | None:
     when the lookup ref or ident names nothing or the pattern finds nothing."""
     src, parsed = await _prepare(db, pattern)
     e = await src.entid(eid)
-    with _gc_paused():
+    with gc_paused():
         return (await _Run(src).run(parsed, [e]))[0]
 
 
@@ -717,19 +711,5 @@ async def pull_many(db: Any, pattern: Any, eids: Iterable[Any]) -> list[dict[Any
     resolved: list[int | None] = []
     for x in eids:
         resolved.append(x if type(x) is int else await src.entid(x))
-    with _gc_paused():
+    with gc_paused():
         return await _Run(src).run(parsed, resolved)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """The cyclic collector paused while a pull builds its many small dicts and lists (as in
-    query.engine.q): reference counting frees them; full collections would rescan the cache."""
-    paused = gc.isenabled()
-    if paused:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if paused:
-            gc.enable()

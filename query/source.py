@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["AttrInfo", "DatomSource", "DatomTuple"]
+__all__ = ["AttrInfo", "DatomSource", "DatomTuple", "datom_source_of"]
 
 DatomTuple = tuple[int, str, Any, int, bool]
 
@@ -102,3 +102,13 @@ class DatomSource(Protocol):
         tuple) through its unique attribute, a keyword through ``db/ident``; None if no such
         entity. Raises ``QueryError`` if ``x`` cannot name an entity at all."""
         ...
+
+
+def datom_source_of(x: Any) -> DatomSource | None:
+    """The DatomSource of a database-like input (what its ``__datom_source__()`` returns, or
+    ``x`` itself), or None for anything else."""
+    hook = getattr(x, "__datom_source__", None)
+    if hook is not None:
+        src = hook()
+        return src if isinstance(src, DatomSource) else None
+    return x if isinstance(x, DatomSource) else None

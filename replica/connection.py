@@ -10,15 +10,13 @@ new head: optimistic concurrency, so no acknowledged write is ever lost.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import gc
 import logging
 import math
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from query.gcpause import gc_paused
 from replica.commit import Commit, commit_body, encode_commit, schema_body
 from replica.datom import TREES, ZERO_STAMP, Datom, Stamp, decode_eavt, new_replica_id
 from replica.db import DB, Database, index_edit_lists
@@ -75,27 +74,9 @@ _BRANCH_STATES: weakref.WeakValueDictionary[tuple[str, str], _BranchState] = (
 
 # Large transactions allocate millions of small objects that all stay alive until the
 # transaction ends; the cyclic GC would traverse them again and again (a fifth of the time
-# of a 100k-datom transaction) and free nothing. It is paused while one computes and
-# writes (nothing else changes: cycles made meanwhile are collected when it resumes).
+# of a 100k-datom transaction) and free nothing. It is paused (query.gcpause) while one
+# computes and writes (cycles made meanwhile are collected when it resumes).
 GC_PAUSE_ITEMS = 1000
-_gc_pause = {"depth": 0, "was_enabled": False}
-
-
-@contextlib.contextmanager
-def _gc_paused(active: bool) -> Iterator[None]:
-    if not active:
-        yield
-        return
-    if _gc_pause["depth"] == 0:
-        _gc_pause["was_enabled"] = gc.isenabled()
-        gc.disable()
-    _gc_pause["depth"] += 1
-    try:
-        yield
-    finally:
-        _gc_pause["depth"] -= 1
-        if _gc_pause["depth"] == 0 and _gc_pause["was_enabled"]:
-            gc.enable()
 
 
 def _branch_state(url: str, branch: str) -> _BranchState:
@@ -365,7 +346,7 @@ class Connection:
         state = self._branch
         big = isinstance(tx_data, list | tuple) and len(tx_data) >= GC_PAUSE_ITEMS
         async with state.lock:
-            with _gc_paused(big):
+            with gc_paused(big):
                 deadline = anyio.current_time() + TX_RETRY_SECONDS
                 attempt = 0
                 raw = state.raw
