@@ -254,7 +254,6 @@ class Ctx:
         "depth",
         "eid_vars",
         "fresh",
-        "recursive",
         "rels",
         "rule_rels",
         "rules",
@@ -274,7 +273,6 @@ class Ctx:
         self.rels: list[Rel] = []
         self.stats = stats
         self.depth = 0
-        self.recursive: frozenset[str] = frozenset()
         self.rule_rels: dict[str, Rel] = {}  # recursive rule name -> relation in use
         self.fresh = fresh
         self.eid_vars: set[str] = set()  # variables known to hold entity ids
@@ -284,7 +282,6 @@ class Ctx:
         c = Ctx(self.sources, self.rules, self.stats, self.fresh)
         c.depth = self.depth + 1
         c.default = self.default
-        c.recursive = self.recursive
         c.rule_rels = self.rule_rels
         return c
 
@@ -884,8 +881,6 @@ class Evaluator:
                     same.append((first[t.name], i))
                 else:
                     first[t.name] = i
-            elif isinstance(t, Const) and i > 4:
-                pass
         if same:
             rows = [r for r in rows if all(r[i] == r[j] for i, j in same)]
         vars_ = tuple(first)

@@ -660,14 +660,29 @@ class Entity:
             await self._touch(set())
         return dict(self._cache)
 
-    async def _touch(self, seen: set[int]) -> None:
-        seen.add(self.eid)
+    async def _load(self) -> None:
+        """Read every own attribute in one seek (they sit together in EAVT)."""
         src = self._source()
+        info_of = src.attr
+        cache: dict[str, Any] = {}
         grouped: dict[str, list[Any]] = {}
         for row in await src.search(e=self.eid):
             if row[4]:
-                grouped.setdefault(row[1], []).append(row)
-        self._cache = {a: self._value(a, rows) for a, rows in grouped.items()}
+                info = info_of(row[1])
+                if info is None or not (info.ref or info.many):
+                    cache[row[1]] = row[2]  # plain cardinality-one value
+                else:
+                    grouped.setdefault(row[1], []).append(row)
+        for x, rows in grouped.items():
+            cache[x] = self._value(x, rows)
+        self._cache = cache
+        self._all = True
+
+    async def _touch(self, seen: set[int]) -> None:
+        seen.add(self.eid)
+        src = self._source()
+        if not self._all:
+            await self._load()
         self._touched = True
         for a, v in self._cache.items():
             info = src.attr(a)
@@ -692,23 +707,8 @@ class Entity:
             return self._cache[a]
         if self._touched or self._all:
             return default
-        # one seek reads every attribute of the entity (they sit together in EAVT)
-        src = self._source()
-        info_of = src.attr
-        cache: dict[str, Any] = {}
-        grouped: dict[str, list[Any]] = {}
-        for row in await src.search(e=self.eid):
-            if row[4]:
-                info = info_of(row[1])
-                if info is None or not (info.ref or info.many):
-                    cache[row[1]] = row[2]  # plain cardinality-one value
-                else:
-                    grouped.setdefault(row[1], []).append(row)
-        for x, rows in grouped.items():
-            cache[x] = self._value(x, rows)
-        self._cache = cache
-        self._all = True
-        return cache.get(a, default)
+        await self._load()
+        return self._cache.get(a, default)
 
     async def _backwards(self, forward: str) -> Any:
         src = self._source()

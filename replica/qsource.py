@@ -12,23 +12,21 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from query.errors import QueryError
 from query.source import AttrInfo, DatomTuple
 from replica.datom import MAX_EID, attr_bytes, eid_bytes
+from replica.db import DB, prefix_end
 from replica.errors import ReplicaError
 from replica.values import _dec_str, decode_value, encode_value
 from store.nodes import Node
 
 if TYPE_CHECKING:
-    from replica.db import DB
     from replica.schema import Attribute
 
-__all__ = ["DBSource", "decoded_leaf_cache_size"]
+__all__ = ["DBSource"]
 
-_E = itemgetter(0)
 
 # -- decoded leaves ----------------------------------------------------------------------------
 
@@ -37,10 +35,6 @@ _LEAF_LIMIT = 8192  # leaves of ~60 datoms: ~500k decoded datoms at most
 
 
 _BY_ENTITY: OrderedDict[tuple[bytes, ...], dict[int, tuple[DatomTuple, ...]]] = OrderedDict()
-
-
-def decoded_leaf_cache_size() -> int:
-    return len(_LEAVES)
 
 
 def _dec_eavt(key: bytes, value: bytes) -> DatomTuple:
@@ -83,11 +77,6 @@ def _decoded(index: str, leaf: Node) -> list[DatomTuple]:
     if len(_LEAVES) > _LEAF_LIMIT:
         _LEAVES.popitem(last=False)
     return got
-
-
-def _prefix_end(prefix: bytes) -> bytes | None:
-    p = prefix.rstrip(b"\xff")
-    return p[:-1] + bytes([p[-1] + 1]) if p else None
 
 
 class DBSource:
@@ -178,7 +167,7 @@ class DBSource:
         return out
 
     async def _prefix(self, index: str, prefix: bytes) -> list[DatomTuple]:
-        return await self._range(index, prefix, _prefix_end(prefix))
+        return await self._range(index, prefix, prefix_end(prefix))
 
     # -- values ------------------------------------------------------------------------------
 
@@ -280,7 +269,7 @@ class DBSource:
                     out[e] = found
             return out
         ab = attr_bytes(a)
-        total = await self.db._trees["aevt"].count_range(ab, _prefix_end(ab))
+        total = await self.db._trees["aevt"].count_range(ab, prefix_end(ab))
         if len(es) * 32 < total:  # few entities: one index seek each
             for e in es:
                 found = await self._prefix("eavt", eid_bytes(e) + ab)
@@ -291,14 +280,14 @@ class DBSource:
 
     async def _by_entity(self, a: str, ab: bytes) -> dict[int, tuple[DatomTuple, ...]]:
         """Attribute ``a``'s datoms by entity, cached by the leaves that hold them."""
-        leaves = await self._leaves("aevt", ab, _prefix_end(ab))
+        leaves = await self._leaves("aevt", ab, prefix_end(ab))
         key = (ab, *(leaf.address for leaf in leaves))
         got = _BY_ENTITY.get(key)
         if got is not None:
             _BY_ENTITY.move_to_end(key)
             return got
         by_e: dict[int, list[DatomTuple]] = {}
-        for r in await self._range("aevt", ab, _prefix_end(ab)):
+        for r in await self._range("aevt", ab, prefix_end(ab)):
             lst = by_e.get(r[0])
             if lst is None:
                 by_e[r[0]] = [r]
@@ -327,11 +316,11 @@ class DBSource:
             hi_v = None if hi is None else self._coerce(a, hi)
             lo_key = ab if lo_v is None else ab + encode_value(lo_v)
             if not lo_inclusive and lo_v is not None:
-                lo_key = _prefix_end(lo_key) or lo_key
-            hi_key = _prefix_end(ab)
+                lo_key = prefix_end(lo_key) or lo_key
+            hi_key = prefix_end(ab)
             if hi_v is not None:
                 hv = ab + encode_value(hi_v)
-                hi_key = _prefix_end(hv) if hi_inclusive else hv
+                hi_key = prefix_end(hv) if hi_inclusive else hv
         except ReplicaError:
             return []
         if self._direct:
@@ -374,7 +363,7 @@ class DBSource:
         if not prefix:
             n = await tree.count()
         else:
-            n = await tree.count_range(prefix, _prefix_end(prefix))
+            n = await tree.count_range(prefix, prefix_end(prefix))
         if self.db.is_history:
             n *= 2
         return n
