@@ -130,30 +130,44 @@ def current_keys(e: int, a: str, v: Any, is_ref: bool) -> tuple[bytes, bytes, by
     )
 
 
-def decode_eavt(key: bytes, value: bytes, added: bool = True) -> Datom:
-    e = eid_from(key, 0)
+def eavt_tuple(key: bytes, value: bytes, added: bool = True) -> tuple[int, str, Any, int, bool]:
+    """A current eavt entry as the plain tuple ``(e, a, v, tx, added)`` the query layer uses."""
     raw, pos = _dec_str(key, 16)
     v, _ = decode_value(key, pos)
-    return Datom(e, raw.decode(), v, eid_from(value, 12), added)
+    return (eid_from(key, 0), raw.decode(), v, eid_from(value, 12), added)
+
+
+def aevt_tuple(key: bytes, value: bytes) -> tuple[int, str, Any, int, bool]:
+    raw, pos = _dec_str(key, 0)
+    v, _ = decode_value(key, pos + 16)
+    return (eid_from(key, pos), raw.decode(), v, eid_from(value, 12), True)
+
+
+def avet_tuple(key: bytes, value: bytes) -> tuple[int, str, Any, int, bool]:
+    raw, pos = _dec_str(key, 0)
+    v, pos = decode_value(key, pos)
+    return (eid_from(key, pos), raw.decode(), v, eid_from(value, 12), True)
+
+
+def vaet_tuple(key: bytes, value: bytes) -> tuple[int, str, Any, int, bool]:
+    raw, pos = _dec_str(key, 16)
+    return (eid_from(key, pos), raw.decode(), eid_from(key, 0), eid_from(value, 12), True)
+
+
+def decode_eavt(key: bytes, value: bytes, added: bool = True) -> Datom:
+    return Datom(*eavt_tuple(key, value, added))
 
 
 def decode_aevt(key: bytes, value: bytes) -> Datom:
-    raw, pos = _dec_str(key, 0)
-    e = eid_from(key, pos)
-    v, _ = decode_value(key, pos + 16)
-    return Datom(e, raw.decode(), v, eid_from(value, 12), True)
+    return Datom(*aevt_tuple(key, value))
 
 
 def decode_avet(key: bytes, value: bytes) -> Datom:
-    raw, pos = _dec_str(key, 0)
-    v, pos = decode_value(key, pos)
-    return Datom(eid_from(key, pos), raw.decode(), v, eid_from(value, 12), True)
+    return Datom(*avet_tuple(key, value))
 
 
 def decode_vaet(key: bytes, value: bytes) -> Datom:
-    v = eid_from(key, 0)
-    raw, pos = _dec_str(key, 16)
-    return Datom(eid_from(key, pos), raw.decode(), v, eid_from(value, 12), True)
+    return Datom(*vaet_tuple(key, value))
 
 
 def decode_heavt(key: bytes) -> tuple[Datom, bytes]:

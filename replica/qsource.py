@@ -16,10 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 from query.errors import QueryError
 from query.source import AttrInfo, DatomTuple
-from replica.datom import MAX_EID, attr_bytes, eid_bytes
+from replica.datom import (
+    MAX_EID,
+    aevt_tuple,
+    attr_bytes,
+    avet_tuple,
+    eavt_tuple,
+    eid_bytes,
+    vaet_tuple,
+)
 from replica.db import DB, prefix_end
 from replica.errors import ReplicaError
-from replica.values import _dec_str, decode_value, encode_value
+from replica.values import encode_value
 from store.nodes import Node
 
 if TYPE_CHECKING:
@@ -37,34 +45,7 @@ _LEAF_LIMIT = 8192  # leaves of ~60 datoms: ~500k decoded datoms at most
 _BY_ENTITY: OrderedDict[tuple[bytes, ...], dict[int, tuple[DatomTuple, ...]]] = OrderedDict()
 
 
-def _dec_eavt(key: bytes, value: bytes) -> DatomTuple:
-    e = int.from_bytes(key[:16], "big")
-    raw, pos = _dec_str(key, 16)
-    v, _ = decode_value(key, pos)
-    return (e, raw.decode(), v, int.from_bytes(value[12:28], "big"), True)
-
-
-def _dec_aevt(key: bytes, value: bytes) -> DatomTuple:
-    raw, pos = _dec_str(key, 0)
-    v, _ = decode_value(key, pos + 16)
-    return (int.from_bytes(key[pos : pos + 16], "big"), raw.decode(), v,
-            int.from_bytes(value[12:28], "big"), True)  # fmt: skip
-
-
-def _dec_avet(key: bytes, value: bytes) -> DatomTuple:
-    raw, pos = _dec_str(key, 0)
-    v, pos = decode_value(key, pos)
-    return (int.from_bytes(key[pos : pos + 16], "big"), raw.decode(), v,
-            int.from_bytes(value[12:28], "big"), True)  # fmt: skip
-
-
-def _dec_vaet(key: bytes, value: bytes) -> DatomTuple:
-    raw, pos = _dec_str(key, 16)
-    return (int.from_bytes(key[pos : pos + 16], "big"), raw.decode(),
-            int.from_bytes(key[:16], "big"), int.from_bytes(value[12:28], "big"), True)  # fmt: skip
-
-
-_DECODE = {"eavt": _dec_eavt, "aevt": _dec_aevt, "avet": _dec_avet, "vaet": _dec_vaet}
+_DECODE = {"eavt": eavt_tuple, "aevt": aevt_tuple, "avet": avet_tuple, "vaet": vaet_tuple}
 
 
 def _decoded(index: str, leaf: Node) -> list[DatomTuple]:
