@@ -38,6 +38,7 @@ from query.builtins import (
 from query.errors import QueryError
 from query.source import AttrInfo, DatomSource, DatomTuple
 from query.types import Keyword, Symbol
+from tests.query._fake_source import ListSource
 
 K = Keyword
 NAN = float("nan")
@@ -763,79 +764,16 @@ def test_aggregates_do_not_mutate_values() -> None:
 # -- functions of a data source ----------------------------------------------------------------
 
 
-class FakeSource:
-    """A DatomSource over a list of ``(e, a, v)`` tuples (all asserted, tx 1)."""
-
-    def __init__(
-        self,
-        facts: Sequence[tuple[int, str, Any]],
-        schema: Mapping[str, AttrInfo] | None = None,
-        history: Sequence[DatomTuple] = (),
-    ) -> None:
-        self.datoms: list[DatomTuple] = [(e, a, v, 1, True) for e, a, v in facts]
-        self.datoms.extend(history)
-        self.schema = dict(schema or {})
-        self.entid_calls = 0
-
-    @property
-    def is_history(self) -> bool:
-        return False
-
-    def attr(self, a: str) -> AttrInfo | None:
-        return self.schema.get(a)
-
-    def attrs(self) -> Sequence[str]:
-        return sorted({d[1] for d in self.datoms})
-
-    async def search(
-        self, e: int | None = None, a: str | None = None, v: Any = None, tx: int | None = None
-    ) -> Sequence[DatomTuple]:
-        return [
-            d
-            for d in self.datoms
-            if (e is None or d[0] == e)
-            and (a is None or d[1] == a)
-            and (v is None or d[2] == v)
-            and (tx is None or d[3] == tx)
-        ]
-
-    async def search_es(self, a: str, es: Sequence[int]) -> Mapping[int, Sequence[DatomTuple]]:
-        out: dict[int, list[DatomTuple]] = {}
-        for d in self.datoms:
-            if d[1] == a and d[0] in es:
-                out.setdefault(d[0], []).append(d)
-        return out
-
-    async def search_range(
-        self,
-        a: str,
-        lo: Any = None,
-        hi: Any = None,
-        lo_inclusive: bool = True,
-        hi_inclusive: bool = True,
-    ) -> Sequence[DatomTuple]:
-        raise NotImplementedError
-
-    async def estimate(self, e: int | None = None, a: str | None = None, v: Any = None) -> int:
-        return len(await self.search(e, a, v))
-
-    async def entid(self, x: Any) -> int | None:
-        self.entid_calls += 1
-        if isinstance(x, int) and not isinstance(x, bool):
-            return x
-        if isinstance(x, list | tuple) and len(x) == 2:
-            info = self.schema.get(x[0])
-            if info is None or info.unique is None:
-                raise QueryError("lookup ref attribute is not unique", x)
-            found = await self.search(a=x[0], v=x[1])
-            return found[0][0] if found else None
-        if isinstance(x, Keyword):
-            found = await self.search(a="db/ident", v=x)
-            return found[0][0] if found else None
-        raise QueryError("cannot name an entity", x)
+def FakeSource(
+    facts: Sequence[tuple[int, str, Any]],
+    schema: Mapping[str, AttrInfo] | None = None,
+    history: Sequence[DatomTuple] = (),
+) -> ListSource:
+    """A source over ``(e, a, v)`` facts (all asserted, tx 1), plus raw history rows."""
+    return ListSource(schema or {}, [*((e, a, v, 1, True) for e, a, v in facts), *history])
 
 
-def people() -> FakeSource:
+def people() -> ListSource:
     return FakeSource(
         [
             (1, "name", "Ivan"),

@@ -15,7 +15,7 @@ history view is an error.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -26,8 +26,9 @@ import pytest_asyncio
 import replica
 from query.errors import QueryError, QueryParseError
 from query.pull import DEFAULT_LIMIT, as_source, parse_pattern, pull, pull_many
-from query.source import AttrInfo, DatomSource, DatomTuple
+from query.source import AttrInfo, DatomSource
 from query.types import Keyword, Symbol
+from tests.query._fake_source import ListSource
 
 Datom3 = tuple[int, str, Any]
 Schema = list[dict[str, Any]]
@@ -137,88 +138,19 @@ DATASETS: dict[str, tuple[Schema, list[Datom3]]] = {
 # -- the databases ---------------------------------------------------------------------------
 
 
-class FakeSource:
-    """A DatomSource over a list of ``(e, a, v)``: the reference the pull tests need, with a
-    log of the calls made (to check batching)."""
-
-    def __init__(self, schema: Schema, datoms: Iterable[Datom3]) -> None:
-        self.infos = {
-            s["db/ident"]: AttrInfo(
-                s["db/ident"],
-                ref=s.get("db/valueType") == REF,
-                many=s.get("db/cardinality") == "db.cardinality/many",
-                component=bool(s.get("db/isComponent")),
-                unique=s["db/unique"].rpartition("/")[2] if "db/unique" in s else None,
-            )
-            for s in schema
-        }
-        rows = {(e, a, v, 100, True) for e, a, v in datoms}
-        self.datoms: list[DatomTuple] = sorted(rows, key=lambda d: (d[0], d[1], d[2]))
-        self.calls: list[tuple[Any, ...]] = []
-
-    @property
-    def is_history(self) -> bool:
-        return False
-
-    def attr(self, a: str) -> AttrInfo | None:
-        return self.infos.get(a)
-
-    def attrs(self) -> Sequence[str]:
-        return list(self.infos)
-
-    async def search(
-        self, e: int | None = None, a: str | None = None, v: Any = None, tx: int | None = None
-    ) -> Sequence[DatomTuple]:
-        self.calls.append(("search", e, a, v))
-        rows = [
-            d
-            for d in self.datoms
-            if (e is None or d[0] == e)
-            and (a is None or d[1] == a)
-            and (v is None or d[2] == v)
-            and (tx is None or d[3] == tx)
-        ]
-        if e is None:
-            rows.sort(key=lambda d: (d[1], d[2], d[0]))  # avet order
-        return rows
-
-    async def search_es(self, a: str, es: Sequence[int]) -> Mapping[int, Sequence[DatomTuple]]:
-        self.calls.append(("search_es", a, len(es)))
-        wanted = set(es)
-        out: dict[int, list[DatomTuple]] = {}
-        for d in self.datoms:
-            if d[1] == a and d[0] in wanted:
-                out.setdefault(d[0], []).append(d)
-        return out
-
-    async def search_range(
-        self,
-        a: str,
-        lo: Any = None,
-        hi: Any = None,
-        lo_inclusive: bool = True,
-        hi_inclusive: bool = True,
-    ) -> Sequence[DatomTuple]:
-        raise NotImplementedError
-
-    async def estimate(self, e: int | None = None, a: str | None = None, v: Any = None) -> int:
-        return len(await self.search(e, a, v))
-
-    async def entid(self, x: Any) -> int | None:
-        if isinstance(x, bool):
-            raise QueryError("not an entity id", x)
-        if isinstance(x, int):
-            return x if x > 0 else None
-        if isinstance(x, list | tuple) and len(x) == 2:
-            info = self.infos.get(x[0])
-            if info is None or info.unique is None:
-                raise QueryError("lookup ref attribute is not unique", x)
-            found = [d[0] for d in self.datoms if d[1] == x[0] and d[2] == x[1]]
-            return found[0] if found else None
-        if isinstance(x, str):
-            found = [d[0] for d in self.datoms if d[1] == "db/ident" and d[2] == x]
-            return found[0] if found else None
-        raise QueryError("cannot be resolved to an entity id", x)
+def FakeSource(schema: Schema, datoms: Iterable[Datom3]) -> ListSource:
+    """The in-memory reference source for the pull tests (logs calls, to check batching)."""
+    infos = {
+        s["db/ident"]: AttrInfo(
+            s["db/ident"],
+            ref=s.get("db/valueType") == REF,
+            many=s.get("db/cardinality") == "db.cardinality/many",
+            component=bool(s.get("db/isComponent")),
+            unique=s["db/unique"].rpartition("/")[2] if "db/unique" in s else None,
+        )
+        for s in schema
+    }
+    return ListSource(infos, ((e, a, v, 100, True) for e, a, v in datoms))
 
 
 MakeDB = Callable[[Schema, list[Datom3]], Awaitable[Any]]
