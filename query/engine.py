@@ -608,7 +608,7 @@ class Evaluator:
                     rel = ctx.rel_of(t.name)
                     if rel is not None and len(rel.distinct(t.name)) == 1:
                         consts[i] = rel.rows[0][rel.col(t.name)]
-            ctx.add(self._rel_from(terms, _coll_rows(src, n, consts)))
+            ctx.add(_pattern_rel(terms, _coll_rows(src, n, consts)))
             return
         # bound entity positions holding lookup refs or idents: join through a hidden column
         # of their entity ids in this source (the variable keeps the value it was given)
@@ -673,7 +673,7 @@ class Evaluator:
         if ac is not None and not isinstance(ac, str):
             ac = await self._resolve_attr(src, ac)
             if ac is None:
-                ctx.add(self._rel_from(terms, []))
+                ctx.add(_pattern_rel(terms, []))
                 return
         info = src.attr(ac) if ac is not None else None
         if vc is not None and info is not None and info.ref:
@@ -748,7 +748,7 @@ class Evaluator:
             ctx.eid_vars.add(e.name)
         if isinstance(v, Var) and info is not None and info.ref:
             ctx.eid_vars.add(v.name)
-        ctx.add(self._rel_from(terms, rows))
+        ctx.add(_pattern_rel(terms, rows))
 
     def _extend(
         self, rel: Rel, evar: str, terms: Sequence[Term], by_e: Mapping[int, Any], vc: Any
@@ -870,28 +870,6 @@ class Evaluator:
             if rel is not None and len(rel.rows) == 1:
                 return rel.rows[0][rel.col(x.name)]
         return _NONE
-
-    def _rel_from(self, terms: Sequence[Term], rows: Sequence[Row]) -> Rel:
-        """The relation of a pattern's variables from matching tuples."""
-        first: dict[str, int] = {}
-        same: list[tuple[int, int]] = []
-        for i, t in enumerate(terms):
-            if isinstance(t, Var):
-                if t.name in first:
-                    same.append((first[t.name], i))
-                else:
-                    first[t.name] = i
-        if same:
-            rows = [r for r in rows if all(r[i] == r[j] for i, j in same)]
-        vars_ = tuple(first)
-        idx = list(first.values())
-        if not idx:
-            return Rel((), [()] if rows else [])
-        if len(idx) == 1:
-            i = idx[0]
-            return Rel(vars_, [(r[i],) for r in rows])
-        get = itemgetter(*idx)
-        return Rel(vars_, [get(r) for r in rows])
 
     # -- predicates and functions ----------------------------------------------------------
 
@@ -1094,7 +1072,7 @@ class Evaluator:
             ctx.add(Rel((name,), [(value,)]))
         if c.name in _recursive_rules(ctx.rules):
             rel = await self._fixpoint(c.name, src)
-            renamed = _dedupe_rename(rel, call_vars)
+            renamed = _columns(call_vars, rel.rows)
             ctx.add(renamed)
         else:
             # expand like an or-join over the call's variables
@@ -1201,7 +1179,7 @@ class Evaluator:
                         if isinstance(t, Const):
                             consts.append((k, t.value))
                 rows = [r for r in facts if all(r[k] == val for k, val in consts)]
-                sub.add(_dedupe_rename(Rel(tuple(f"_{j}" for j in range(len(args))), rows), args))
+                sub.add(_columns(args, rows))
             else:
                 clauses.append(cl)
         await Evaluator(sub).run(clauses, [v.name for v in branch.head])
@@ -1262,21 +1240,35 @@ def _var_function(
     return value  # type: ignore[no-any-return]
 
 
-def _dedupe_rename(rel: Rel, names: Sequence[str]) -> Rel:
-    """``rel``'s columns renamed to ``names``; a name used twice keeps equal rows once."""
+def _columns(names: Sequence[str | None], rows: Sequence[Row]) -> Rel:
+    """A relation from ``rows`` whose column ``i`` is variable ``names[i]`` (None: not kept).
+    A name given twice keeps only the rows where those columns are equal."""
     first: dict[str, int] = {}
-    same = []
+    same: list[tuple[int, int]] = []
     for i, n in enumerate(names):
+        if n is None:
+            continue
         if n in first:
             same.append((first[n], i))
         else:
             first[n] = i
-    rows = rel.rows
     if same:
         rows = [r for r in rows if all(r[i] == r[j] for i, j in same)]
     idx = list(first.values())
-    g = _getter(idx)
-    return Rel(tuple(first), [g(r) for r in rows] if same else list(rows))
+    if not idx:
+        return Rel((), [()] if rows else [])
+    if idx == list(range(len(names))) and rows and len(rows[0]) == len(names):
+        return Rel(tuple(first), list(rows))  # every column kept as is
+    if len(idx) == 1:
+        k = idx[0]
+        return Rel(tuple(first), [(r[k],) for r in rows])
+    get = itemgetter(*idx)
+    return Rel(tuple(first), [get(r) for r in rows])
+
+
+def _pattern_rel(terms: Sequence[Term], rows: Sequence[Row]) -> Rel:
+    """The relation of a pattern's variables from the tuples it matched."""
+    return _columns([t.name if isinstance(t, Var) else None for t in terms], rows)
 
 
 def _rename_branch(
