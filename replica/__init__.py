@@ -17,6 +17,7 @@ from query.types import Keyword, Symbol
 from replica.connection import (
     Connection,
     Diff,
+    MergeReport,
     TxReport,
     connect,
     create_database,
@@ -54,6 +55,14 @@ from replica.errors import (
     UpsertConflict,
     ValueTypeError,
 )
+from replica.merge import (
+    Conflict,
+    MergeConflict,
+    MergeError,
+    conflicts,
+    register_resolver,
+    unregister_resolver,
+)
 from replica.schema import Attribute, Schema
 from store.base import NodeStore, open_store
 from store.nodes import Nodes, TreeConfig
@@ -68,6 +77,7 @@ __all__ = [
     "BranchExists",
     "CasFailed",
     "CodecError",
+    "Conflict",
     "Connection",
     "CorruptNode",
     "DatabaseExists",
@@ -80,6 +90,9 @@ __all__ = [
     "EntityIdError",
     "Keyword",
     "LookupRefNotFound",
+    "MergeConflict",
+    "MergeError",
+    "MergeReport",
     "NoSuchBranch",
     "NoSuchCommit",
     "NodeNotFound",
@@ -107,6 +120,7 @@ __all__ = [
     "UpsertConflict",
     "ValueTypeError",
     "__version__",
+    "conflicts",
     "connect",
     "create_database",
     "database_exists",
@@ -121,5 +135,7 @@ __all__ = [
     "q",
     "register_aggregate",
     "register_function",
+    "register_resolver",
+    "unregister_resolver",
     "with_tx",
 ]

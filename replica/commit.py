@@ -8,7 +8,8 @@ A commit is a canonical CBOR map stored as a node (its address is its id)::
                "heavt": addr, "haevt": addr, "log": addr},
      "schema": address of the schema node,
      "tx": 16-byte tx id, "hlc": [wall_ms, counter], "replica": 8-byte replica id,
-     "meta": [[attribute, value bytes], ...]}    # the tx entity's metadata, value-encoded
+     "gen": generation number (0 for genesis, else 1 + the largest parent's),
+     "meta": [[key, value bytes], ...]}    # merge commits: the resolvers they used
 
 The genesis commit of every database is the same (no parents, empty trees, tx 0, clock 0,
 replica 0), so two peers that create a database independently share its root commit and can
@@ -26,7 +27,7 @@ from replica.schema import Attribute, Schema, attribute_from_entity
 from store.codec import address_of, decode, encode, is_address
 from store.errors import CodecError, CorruptNode
 
-COMMIT_FORMAT = 1
+COMMIT_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class Commit:
     schema: bytes
     stamp: Stamp
     replica: int
+    gen: int = 0
     meta: tuple[tuple[str, bytes], ...] = ()
 
     @property
@@ -50,6 +52,7 @@ def commit_body(
     schema: bytes,
     stamp: Stamp,
     replica: int,
+    gen: int,
     meta: list[tuple[str, bytes]] | None = None,
 ) -> dict[str, Any]:
     return {
@@ -61,6 +64,7 @@ def commit_body(
         "tx": eid_bytes(stamp.tx),
         "hlc": [stamp.wall_ms, stamp.counter],
         "replica": replica.to_bytes(8, "big"),
+        "gen": gen,
         "meta": [list(m) for m in (meta or [])],
     }
 
@@ -90,6 +94,7 @@ def decode_commit(address: bytes, data: bytes) -> Commit:
             schema=body["schema"],
             stamp=Stamp(wall, counter, tx),
             replica=int.from_bytes(body["replica"], "big"),
+            gen=int(body["gen"]),
             meta=tuple((m[0], m[1]) for m in body["meta"]),
         )
     except (KeyError, TypeError, ValueError, CodecError) as exc:

@@ -1,11 +1,13 @@
 """Connections: the only mutable thing (DESIGN.md section 5, STYLE.md item 3).
 
 A store holds one database: a ``config`` ref (format, schema flexibility, tree parameters) and
-one ref per branch, ``branches/<name>``, whose value is the sorted list of the branch's head
-commits. A transaction computes the new indexes from the branch head, writes all new nodes in
-one batch (O(1) fsyncs), then moves the branch with ``cas_ref``. If another writer (another
-process on the same store) moved the branch first, the transaction is computed again on the
-new head: optimistic concurrency, so no acknowledged write is ever lost.
+one ref per branch, ``branches/<name>``, whose value is the sorted set of the branch's head
+commits (usually one; several after concurrent writers or a sync, until they merge:
+replica/merge.py). A transaction computes the new indexes from the branch head, writes all
+new nodes in one batch (O(1) fsyncs), then moves the branch with ``cas_ref``. If another
+writer (another process on the same store) moved the branch first, the transaction is
+computed again on the new head (``on_race="retry"``, the default) or kept and merged as a
+second head (``on_race="merge"``): either way no acknowledged write is ever lost.
 """
 
 from __future__ import annotations
@@ -26,7 +28,16 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from query.gcpause import gc_paused
 from replica.commit import Commit, commit_body, encode_commit, schema_body
-from replica.datom import TREES, ZERO_STAMP, Datom, Stamp, decode_eavt, new_replica_id
+from replica.datom import (
+    TREES,
+    ZERO_STAMP,
+    Datom,
+    Stamp,
+    attr_bytes,
+    decode_eavt,
+    eid_bytes,
+    new_replica_id,
+)
 from replica.db import DB, Database, index_edit_lists
 from replica.errors import (
     BranchError,
@@ -36,8 +47,10 @@ from replica.errors import (
     NoSuchBranch,
     TxDataError,
 )
+from replica.merge import Conflict, MergeConflict, join_heads, merge_heads
 from replica.schema import Schema
 from replica.tx import TxFunction, TxResult, compute_tx
+from replica.values import encode_value
 from store.base import NodeStore, check_ref_name, open_store
 from store.codec import address_of, decode, encode, is_address
 from store.errors import CodecError, StoreError
@@ -48,7 +61,7 @@ _log = logging.getLogger("replica")
 
 CONFIG_REF = "config"
 BRANCH_PREFIX = "branches/"
-DB_FORMAT = 1
+DB_FORMAT = 2
 #: a transaction that keeps losing the branch race gives up after this long (not a count:
 #: a slow writer against a fast one may lose many rounds before it wins one)
 TX_RETRY_SECONDS = 120.0
@@ -101,6 +114,17 @@ class TxReport:
 
 
 @dataclass(frozen=True, slots=True)
+class MergeReport:
+    """What :meth:`Connection.merge` did: the resulting DB, the conflicts the merge resolved,
+    whether it was a fast-forward, and the report of the caller's ``tx_data`` if any."""
+
+    db: DB
+    conflicts: tuple[Conflict, ...]
+    fast_forward: bool
+    tx_report: TxReport | None
+
+
+@dataclass(frozen=True, slots=True)
 class Diff:
     """Datoms added and retracted between two DB values (see :func:`diff`)."""
 
@@ -129,6 +153,21 @@ def _branch_ref(name: str) -> str:
         return check_ref_name(BRANCH_PREFIX + name)
     except StoreError as exc:
         raise BranchError(f"invalid branch name {name!r}") from exc
+
+
+_READS_STATE = frozenset({"db/cas", "db.fn/cas", "db.fn/call"})
+
+
+def _reads_state(tx_data: Any) -> bool:
+    """Does ``tx_data`` hold an operation whose effect depends on the state it reads
+    (compare-and-swap, transaction functions)? Those are re-applied on a moved branch head
+    instead of merged."""
+    if not isinstance(tx_data, list | tuple):
+        return False
+    for item in tx_data:
+        if isinstance(item, list | tuple) and item and str(item[0]).lstrip(":") in _READS_STATE:
+            return True
+    return False
 
 
 def _parse_tx(tx_data: Any) -> Any:
@@ -162,7 +201,7 @@ async def _genesis(nodes: Nodes) -> bytes:
     schema_data = encode(schema_body(Schema({})))
     schema_addr = address_of(schema_data)
     nodes.add_raw(schema_addr, schema_data)
-    body = commit_body([], {name: empty.root for name in TREES}, schema_addr, ZERO_STAMP, 0)
+    body = commit_body([], {name: empty.root for name in TREES}, schema_addr, ZERO_STAMP, 0, 0)
     address, data = encode_commit(body)
     nodes.add_raw(address, data)
     await nodes.flush()
@@ -221,10 +260,10 @@ async def _connect_store(
     if raw is None:
         raise NoSuchBranch(branch)
     heads = decode_heads(raw, branch)
+    conn = Connection(url, store, database, branch, await database.db_at(heads[0]), owns_store)
     if len(heads) > 1:
-        raise BranchError(f"branch {branch!r} has several heads (merging: issue 5)")
-    db = await database.db_at(heads[0])
-    return Connection(url, store, database, branch, db, owns_store=owns_store)
+        conn._db = await conn._settle(raw)
+    return conn
 
 
 async def database_exists(url: str) -> bool:
@@ -286,6 +325,9 @@ class Connection:
         self._listeners: dict[Any, Callable[[TxReport], Any]] = {}
         self._streams: list[MemoryObjectSendStream[TxReport]] = []
         self.tx_fns: dict[str, TxFunction] = {}
+        #: what a transaction does when another writer moved the branch first (see
+        #: :func:`connect`)
+        self.on_race = "retry"
         self._closed = False
 
     # -- values ------------------------------------------------------------------------------
@@ -305,10 +347,30 @@ class Connection:
         return self._db.schema
 
     async def refresh(self) -> DB:
-        heads = await self._heads(self.branch_name)
-        if heads[0] != self._db.commit_id or len(heads) > 1:
-            self._db = await self._db_of_heads(heads)
+        """Re-read the branch (written by other processes or by sync); if it has several
+        heads, merge them (and move the branch to the merge commit)."""
+        raw = await self.store.get_ref(_branch_ref(self.branch_name))
+        if raw is None:
+            raise NoSuchBranch(self.branch_name)
+        heads = decode_heads(raw, self.branch_name)
+        if len(heads) > 1:
+            self._db = await self._settle(raw)
+        elif heads[0] != self._db.commit_id:
+            self._db = await self.database.db_at(heads[0])
         return self._db
+
+    async def _settle(self, raw: bytes, branch: str | None = None) -> DB:
+        """Merge the heads of ``branch`` (ref value ``raw``) into one merge commit and move
+        the branch to it if nobody moved it meanwhile. Returns the merged DB (several
+        processes merging the same heads write the same commit, so losing that race is
+        harmless)."""
+        name = branch or self.branch_name
+        heads = decode_heads(raw, name)
+        db, _ = await merge_heads(self.database, heads)
+        if db.commit_id not in heads:
+            self._forget_head(name)
+            await self.store.cas_ref(_branch_ref(name), raw, encode_heads([db.commit_id]))
+        return db
 
     async def _heads(self, branch: str) -> list[bytes]:
         raw = await self.store.get_ref(_branch_ref(branch))
@@ -317,11 +379,10 @@ class Connection:
         return decode_heads(raw, branch)
 
     async def _db_of_heads(self, heads: list[bytes]) -> DB:
+        """The DB of a head set: the head, or the merge of the heads (nothing moves)."""
         if len(heads) > 1:
-            raise BranchError(
-                f"branch {self.branch_name!r} has {len(heads)} heads; merging them is not "
-                "implemented yet (issue 5)"
-            )
+            db, _ = await merge_heads(self.database, heads)
+            return db
         return await self.database.db_at(heads[0])
 
     # -- transactions ------------------------------------------------------------------------
@@ -345,6 +406,7 @@ class Connection:
         ref = _branch_ref(self.branch_name)
         state = self._branch
         big = isinstance(tx_data, list | tuple) and len(tx_data) >= GC_PAUSE_ITEMS
+        reads_state = _reads_state(tx_data)
         async with state.lock:
             with gc_paused(big):
                 deadline = anyio.current_time() + TX_RETRY_SECONDS
@@ -381,11 +443,21 @@ class Connection:
                     await self.database.nodes.flush(defer=True)
                     if await self.store.cas_ref(ref, raw, new_raw):
                         state.raw = new_raw
+                        self._db = db_after
                         break
-                    # another writer (another process) moved the branch: back off a random,
-                    # growing while (so two writers stop colliding in lockstep), then
-                    # compute the transaction again on the new head
                     state.raw = raw = None
+                    if self.on_race == "merge" and not reads_state:
+                        # another writer (another process) moved the branch: our commit is
+                        # durable (the lost cas wrote its nodes), so it becomes one more
+                        # head and the heads merge (docs/conflicts.md, concurrent writers)
+                        merged = await self._add_head(ref, db_after.commit_id)
+                        if merged is not None:
+                            self._db = merged
+                            break
+                        continue
+                    # a transaction whose result depends on what it read (db/cas,
+                    # db.fn/call) is computed again on the new head instead: back off a
+                    # random, growing while (so two writers stop colliding in lockstep)
                     attempt += 1
                     if anyio.current_time() > deadline:
                         raise BranchError(
@@ -393,10 +465,82 @@ class Connection:
                             f"{self.branch_name!r} in {TX_RETRY_SECONDS:.0f} s"
                         )
                     await anyio.sleep(random.uniform(0, min(0.05, 0.0005 * 2**attempt)))
-                self._db = db_after
         report = TxReport(db_before, db_after, tuple(result.datoms), result.tempids, tx_meta, tx)
         self._publish(report)
         return report
+
+    async def _add_head(self, ref: str, commit: bytes) -> DB | None:
+        """Add ``commit`` to the head set of the branch (join: union minus ancestors), then
+        merge the heads. Returns the merged DB, or None if the commit could not be added
+        because the branch was deleted or reset meanwhile (then the transaction is computed
+        again)."""
+        while True:
+            raw = await self.store.get_ref(ref)
+            if raw is None:
+                raise NoSuchBranch(self.branch_name)
+            heads = decode_heads(raw, self.branch_name)
+            joined = await join_heads(self.database, [*heads, commit])
+            if commit not in joined:
+                return await self._settle(raw) if len(heads) > 1 else None
+            new_raw = encode_heads(joined)
+            if await self.store.cas_ref(ref, raw, new_raw):
+                return await self._settle(new_raw)
+
+    async def merge(
+        self,
+        other: Any,
+        tx_data: Any = None,
+        *,
+        strategy: str = "auto",
+        tx_meta: Mapping[str, Any] | None = None,
+    ) -> MergeReport:
+        """Merge ``other`` (a branch name, a commit id, a DB or a list of commit ids) into
+        this connection's branch. Fast-forwards when this branch is an ancestor of it. With
+        ``tx_data`` (Datahike's ``merge-db``), that data is transacted on the merged value
+        in the same call, to settle what the automatic rules decided. ``strategy``:
+        ``"auto"`` resolves conflicts by the per-attribute rules (docs/conflicts.md);
+        ``"strict"`` raises :class:`MergeConflict` listing them and writes nothing."""
+        self._check_open()
+        if strategy not in ("auto", "strict"):
+            raise BranchError(f"unknown merge strategy {strategy!r} (auto or strict)")
+        if isinstance(other, list | tuple | set | frozenset):
+            theirs = [await self._resolve_commit(c) for c in other]
+        elif isinstance(other, str):
+            theirs = await self._heads(other)
+        else:
+            theirs = [await self._resolve_commit(other)]
+        ref = _branch_ref(self.branch_name)
+        async with self._branch.lock:
+            while True:
+                raw = await self.store.get_ref(ref)
+                if raw is None:
+                    raise NoSuchBranch(self.branch_name)
+                ours = decode_heads(raw, self.branch_name)
+                heads = await join_heads(self.database, [*ours, *theirs])
+                if strategy == "strict" and len(heads) > 1:
+                    await self._dry_merge(heads)
+                db, found = await merge_heads(self.database, heads)
+                fast_forward = len(heads) == 1 and heads != ours
+                if heads == ours and len(ours) == 1:
+                    break  # already contains it
+                self._forget_head(self.branch_name)
+                if await self.store.cas_ref(ref, raw, encode_heads([db.commit_id])):
+                    break
+            self._db = db
+        report = MergeReport(db, found, fast_forward, None)
+        if tx_data is not None:
+            tx_report = await self.transact(tx_data, tx_meta)
+            report = MergeReport(tx_report.db_after, found, fast_forward, tx_report)
+        return report
+
+    async def _dry_merge(self, heads: list[bytes]) -> None:
+        """Raise MergeConflict if merging ``heads`` has conflicts; writes nothing."""
+        spec = Database(
+            self.store, _SpeculativeNodes(self.database.nodes), self.database.flexibility
+        )
+        spec._commits = self.database._commits
+        spec._schemas = self.database._schemas
+        await merge_heads(spec, heads, strict=True)
 
     def _publish(self, report: TxReport) -> None:
         # the transaction is durable already: a failing listener must not hide that or keep
@@ -452,7 +596,7 @@ class Connection:
         if isinstance(from_, str):
             heads = await self._heads(from_)
             if len(heads) != 1:
-                raise BranchError(f"branch {from_!r} has several heads")
+                return (await self._db_of_heads(heads)).commit_id
             return heads[0]
         raise BranchError(f"cannot make a branch from {from_!r}")
 
@@ -569,8 +713,9 @@ async def write_commit(
     nodes stay in the write buffer of ``database.nodes``: the caller makes them durable
     (before or together with the ref that names the commit)."""
     nodes = database.nodes
-    edits = index_edit_lists(result.datoms, db_before.schema, stamp, result.value_keys)
     roots = dict(db_before.commit.roots)
+    tags = await retraction_tags(Tree(nodes, roots["eavt"]), result.datoms, result.value_keys)
+    edits = index_edit_lists(result.datoms, db_before.schema, stamp, result.value_keys, tags)
     for name, (keys, vals) in edits.items():
         if keys:
             tree = Tree(nodes, roots[name])
@@ -582,14 +727,30 @@ async def write_commit(
         nodes.add_raw(schema_addr, data)
         database.remember_schema(schema_addr, result.schema)
     parents = [db_before.commit_id]
-    body = commit_body(parents, roots, schema_addr, stamp, replica_id)
+    gen = db_before.commit.gen + 1
+    body = commit_body(parents, roots, schema_addr, stamp, replica_id, gen)
     address, data = encode_commit(body)
     nodes.add_raw(address, data)
     if flush:
         await nodes.flush()
-    commit = Commit(address, tuple(parents), body["roots"], schema_addr, stamp, replica_id)
+    commit = Commit(address, tuple(parents), body["roots"], schema_addr, stamp, replica_id, gen)
     database.remember_commit(commit)
     return DB(database, commit, result.schema if result.schema_changed else db_before.schema)
+
+
+async def retraction_tags(
+    eavt: Tree, datoms: list[Datom], value_keys: list[bytes] | None
+) -> dict[int, bytes]:
+    """For each retraction among ``datoms`` (by position), the stamps of the assertions it
+    removes: the current eavt value of its datom."""
+    tags: dict[int, bytes] = {}
+    for i, d in enumerate(datoms):
+        if not d.added:
+            vk = value_keys[i] if value_keys is not None else encode_value(d.v)
+            tag = await eavt.get(eid_bytes(d.e) + attr_bytes(d.a) + vk)
+            if tag:
+                tags[i] = tag
+    return tags
 
 
 class _Connecting:
@@ -604,6 +765,9 @@ class _Connecting:
         cache_bytes = options.pop("cache_bytes", 64 << 20)
         flexibility = options.pop("schema_flexibility", "write")
         tree_config = options.pop("tree_config", None)
+        on_race = options.pop("on_race", "retry")
+        if on_race not in ("retry", "merge"):
+            raise TxDataError("on_race must be 'retry' or 'merge'", on_race)
         if options:
             raise TxDataError(f"unknown connect option(s) {sorted(options)}", None)
         store = await open_store(url)
@@ -611,6 +775,7 @@ class _Connecting:
             if create and await store.get_ref(CONFIG_REF) is None:
                 await _create_in(store, url, flexibility, tree_config)
             conn = await _connect_store(store, url, branch, True, cache_bytes)
+            conn.on_race = on_race
         except BaseException:
             await store.aclose()
             raise
@@ -641,7 +806,15 @@ def connect(
     """Connect to branch ``branch`` of the database at ``url``: ``conn = await connect(...)``
     or ``async with connect(...) as conn``. ``create=True`` creates the database if absent;
     ``schema`` (tx data) is transacted on connecting. Options: ``cache_bytes``,
-    ``schema_flexibility`` (for a database being created)."""
+    ``schema_flexibility`` (for a database being created), ``on_race``.
+
+    ``on_race`` says what a transaction does when another writer (another process on the
+    same store) moved the branch between its read and its commit: ``"retry"`` (default)
+    computes it again on the new head, so one store's history stays linear and every
+    transaction sees the one before it, as in Datomic; ``"merge"`` keeps the commit as it
+    is, adds it as a second head and merges the heads (docs/conflicts.md), so a transaction
+    is never computed twice and concurrent writers never wait on each other. Transactions
+    with ``db/cas`` or ``db.fn/call`` always retry: their effect depends on what they read."""
     return _Connecting(url, branch, create, schema, options)
 
 
@@ -733,6 +906,8 @@ async def load_entities(conn: Connection, entities: Iterable[Any], batch_size: i
 __all__ = [
     "Connection",
     "Diff",
+    "MergeConflict",
+    "MergeReport",
     "TxReport",
     "connect",
     "create_database",

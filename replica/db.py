@@ -21,6 +21,7 @@ from collections.abc import (
     Iterable,
     Iterator,
     KeysView,
+    Mapping,
     ValuesView,
 )
 from typing import Any
@@ -816,11 +817,14 @@ def index_edit_lists(
     schema: Schema,
     stamp: Stamp,
     value_keys: list[bytes] | None = None,
+    retract_tags: Mapping[int, bytes] | None = None,
 ) -> dict[str, tuple[list[bytes], list[bytes | None]]]:
     """:func:`index_edits` as sorted distinct keys and their values per tree (what
     ``Tree.edit_sorted`` takes), for the net datoms of one transaction: no two of them have
     the same entity, attribute and value. ``value_keys`` are their values' encodings, if
-    the caller has them already.
+    the caller has them already. ``retract_tags`` maps the position of a retraction to the
+    stamps of the assertions it removes (the current index value): they become the value
+    of its history entries (docs/conflicts.md: a retraction removes what it saw).
 
     Keys are built once per datom and sorted once per order: heavt and log keys sort like
     eavt keys and haevt like aevt (the same prefix-free keys followed by one stamp)."""
@@ -884,10 +888,15 @@ def index_edit_lists(
         e_order = [i for i in e_order if keep[i]]
         a_order = [i for i in a_order if keep[i]]
     heavt = [eav[i] + sb + ops[i] for i in e_order]
-    empty: list[bytes | None] = [b""] * len(e_order)
-    out["heavt"] = (heavt, empty)
-    out["haevt"] = ([aev[i] + sb + ops[i] for i in a_order], empty)
-    out["log"] = ([sb + eav[i] + ops[i] for i in e_order], empty)
+    if retract_tags:
+        tag = retract_tags.get
+        e_vals: list[bytes | None] = [tag(i, b"") for i in e_order]
+        a_vals: list[bytes | None] = [tag(i, b"") for i in a_order]
+    else:
+        e_vals = a_vals = [b""] * len(e_order)
+    out["heavt"] = (heavt, e_vals)
+    out["haevt"] = ([aev[i] + sb + ops[i] for i in a_order], a_vals)
+    out["log"] = ([sb + eav[i] + ops[i] for i in e_order], e_vals)
     return out
 
 

@@ -139,6 +139,15 @@ SYSTEM_ATTRIBUTES: dict[str, Attribute] = {
     "db/tupleType": Attribute("db/tupleType", _KW),
     "db/tupleTypes": Attribute("db/tupleTypes", "db.type/tuple", tuple_type=_KW),
     "db/txInstant": Attribute("db/txInstant", "db.type/instant", index=True),
+    # merges (replica/merge.py, docs/conflicts.md)
+    "db.merge/resolver": Attribute("db.merge/resolver", "db.type/string"),
+    "conflict/entity": Attribute("conflict/entity", "db.type/ref", index=True),
+    "conflict/attribute": Attribute("conflict/attribute", _KW, index=True),
+    "conflict/base": Attribute("conflict/base", "db.type/string"),
+    "conflict/ours": Attribute("conflict/ours", "db.type/string"),
+    "conflict/theirs": Attribute("conflict/theirs", "db.type/string"),
+    "conflict/winner": Attribute("conflict/winner", "db.type/string"),
+    "conflict/rule": Attribute("conflict/rule", _KW),
 }
 
 
