@@ -579,6 +579,68 @@ class DB:
         return False
 
 
+_MISSING: Any = object()
+
+#: an attribute argument of ``Entity.get`` -> (kind, name): kind 0 a forward attribute, 1
+#: ``db/id``, 2 a reverse ``ns/_attr`` (name is then the forward ``ns/attr``)
+_ATTR_KINDS: dict[str, tuple[int, str]] = {}
+
+
+def _attr_kind(attr: Any) -> tuple[int, str]:
+    try:
+        return _ATTR_KINDS[attr]
+    except (KeyError, TypeError):
+        pass
+    if not isinstance(attr, str):
+        raise TypeError(f"an attribute name is a str, not {type(attr).__name__}")
+    a = attr[1:] if attr.startswith(":") else attr
+    forward = Entity._forward(a)
+    got = (1, a) if a == "db/id" else (0, a) if forward is None else (2, forward)
+    if len(_ATTR_KINDS) > 4096:
+        _ATTR_KINDS.clear()
+    _ATTR_KINDS[attr] = got
+    return got
+
+
+#: loaded entity maps kept per DB value (on its datom source): a DB is immutable, so an
+#: entity's attributes never change in it; oldest dropped first beyond this many
+_ENTITY_MAP_LIMIT = 1 << 16
+
+
+async def _entity_map(db: DB, src: Any, eid: int) -> dict[str, Any]:
+    """Every own attribute of entity ``eid`` in ``db`` as ``{attr: value}``, read in one seek
+    (they sit together in EAVT), or the map already read in this DB value. Values: one value
+    for cardinality one, a frozenset for cardinality many, refs as Entity. Shared: never
+    changed once built."""
+    maps: dict[int, dict[str, Any]] = src.entity_maps
+    got = maps.get(eid)
+    if got is not None:
+        return got
+    info_of = src.attr
+    cache: dict[str, Any] = {}
+    grouped: dict[str, list[Any]] | None = None
+    for row in await src.entity_datoms(eid):
+        if row[4]:
+            a = row[1]
+            info = info_of(a)
+            if info is None or not (info.ref or info.many):
+                cache[a] = row[2]  # plain cardinality-one value
+            elif grouped is None:
+                grouped = {a: [row[2]]}
+            else:
+                grouped.setdefault(a, []).append(row[2])
+    if grouped:
+        for a, vals in grouped.items():
+            info = info_of(a)
+            if info is not None and info.ref:
+                vals = [Entity(db, v, src) for v in vals]
+            cache[a] = frozenset(vals) if info is not None and info.many else vals[0]
+    if len(maps) >= _ENTITY_MAP_LIMIT:
+        del maps[next(iter(maps))]
+    maps[eid] = cache
+    return cache
+
+
 class Entity:
     """A lazy view of one entity in one DB (DataScript's entity, with async reads).
 
@@ -595,18 +657,21 @@ class Entity:
 
     Values: one value for cardinality one, a frozenset for cardinality many, refs as Entity.
     Equal when eid and DB are equal. A leading ``:`` on attribute names is accepted.
+
+    The attributes read are kept per DB value (a DB never changes), so reading an entity
+    again in the same DB, through any Entity object, costs no index seek.
     """
 
-    __slots__ = ("_all", "_cache", "_rev", "_src", "_touched", "db", "eid")
+    __slots__ = ("_cache", "_rev", "_src", "_touched", "db", "eid")
 
     def __init__(self, db: DB, eid: int, _src: Any = None) -> None:
         self.db = db
         self.eid = eid
         self._src = _src
-        self._cache: dict[str, Any] = {}
-        self._rev: dict[str, Any] = {}
+        #: every own attribute (components not touched), once loaded; never changed
+        self._cache: dict[str, Any] | None = None
+        self._rev: dict[str, Any] | None = None
         self._touched = False
-        self._all = False  # every own attribute loaded (components not touched)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Entity) and other.eid == self.eid and other.db == self.db
@@ -631,9 +696,7 @@ class Entity:
         return self._src
 
     @staticmethod
-    def _name(attr: str) -> str:
-        if not isinstance(attr, str):
-            raise TypeError(f"an attribute name is a str, not {type(attr).__name__}")
+    def _plain_name(attr: str) -> str:
         return attr[1:] if attr.startswith(":") else attr
 
     @staticmethod
@@ -644,48 +707,28 @@ class Entity:
             return f"{ns}/{name[1:]}" if slash else name[1:]
         return None
 
-    def _value(self, a: str, rows: list[Any]) -> Any:
-        info = self._source().attr(a)
-        if info is not None and info.ref:
-            vals: list[Any] = [Entity(self.db, r[2], self._src) for r in rows]
-        else:
-            vals = [r[2] for r in rows]
-        if info is not None and info.many:
-            return frozenset(vals)
-        return vals[0]
-
     async def touch(self) -> dict[str, Any]:
         """All attributes of the entity: one value for cardinality one, a frozenset for many,
         refs as Entity objects; component entities are touched too."""
         if not self._touched:
             await self._touch(set())
-        return dict(self._cache)
+        return dict(self._cache or {})
 
-    async def _load(self) -> None:
+    async def _load(self) -> dict[str, Any]:
         """Read every own attribute in one seek (they sit together in EAVT)."""
-        src = self._source()
-        info_of = src.attr
-        cache: dict[str, Any] = {}
-        grouped: dict[str, list[Any]] = {}
-        for row in await src.search(e=self.eid):
-            if row[4]:
-                info = info_of(row[1])
-                if info is None or not (info.ref or info.many):
-                    cache[row[1]] = row[2]  # plain cardinality-one value
-                else:
-                    grouped.setdefault(row[1], []).append(row)
-        for x, rows in grouped.items():
-            cache[x] = self._value(x, rows)
-        self._cache = cache
-        self._all = True
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = await _entity_map(self.db, self._source(), self.eid)
+        return cache
 
     async def _touch(self, seen: set[int]) -> None:
         seen.add(self.eid)
         src = self._source()
-        if not self._all:
-            await self._load()
+        cache = self._cache
+        if cache is None:
+            cache = await self._load()
         self._touched = True
-        for a, v in self._cache.items():
+        for a, v in cache.items():
             info = src.attr(a)
             if info is None or not info.component:
                 continue
@@ -695,21 +738,31 @@ class Entity:
 
     async def get(self, attr: str, default: Any = None) -> Any:
         """The value of ``attr``, or ``default`` if the entity has none (see the class)."""
-        a = self._name(attr)
-        if a == "db/id":
+        try:
+            kind, a = _ATTR_KINDS[attr]
+        except (KeyError, TypeError):
+            kind, a = _attr_kind(attr)
+        if not kind:
+            cache = self._cache
+            if cache is None:
+                src = self._src
+                if src is None:
+                    src = self._src = self.db.__datom_source__()
+                cache = src.entity_maps.get(self.eid)
+                if cache is None:
+                    cache = await _entity_map(self.db, src, self.eid)
+                self._cache = cache
+            return cache.get(a, default)
+        if kind == 1:
             return self.eid
-        forward = self._forward(a)
-        if forward is not None:
-            if a not in self._rev:
-                self._rev[a] = await self._backwards(forward)
-            found = self._rev[a]
-            return default if found is None else found
-        if a in self._cache:
-            return self._cache[a]
-        if self._touched or self._all:
-            return default
-        await self._load()
-        return self._cache.get(a, default)
+        rev = self._rev
+        if rev is None:
+            rev = self._rev = {}
+        name = self._plain_name(attr)
+        if name not in rev:
+            rev[name] = await self._backwards(a)
+        found = rev[name]
+        return default if found is None else found
 
     async def _backwards(self, forward: str) -> Any:
         src = self._source()
@@ -730,34 +783,42 @@ class Entity:
         return ReplicaError(f"attribute {a!r} of entity {self.eid} is not loaded: {how}")
 
     def __getitem__(self, attr: str) -> Any:
-        a = self._name(attr)
-        if a == "db/id":
+        kind, _ = _attr_kind(attr)
+        a = self._plain_name(attr)
+        if kind == 1:
             return self.eid
-        if a in self._cache:
-            return self._cache[a]
-        if a in self._rev:
-            found = self._rev[a]
+        cache = self._cache
+        if cache is not None and a in cache:
+            return cache[a]
+        rev = self._rev
+        if rev is not None and a in rev:
+            found = rev[a]
             if found is None:
                 raise KeyError(attr)
             return found
-        if (self._touched or self._all) and self._forward(a) is None:
+        if cache is not None and kind == 0:
             raise KeyError(attr)
         raise self._not_loaded(a)
 
     def __contains__(self, attr: object) -> bool:
         if not isinstance(attr, str):
             return False
-        a = self._name(attr)
-        if a == "db/id" or a in self._cache:
+        kind, _ = _attr_kind(attr)
+        a = self._plain_name(attr)
+        if kind == 1:
             return True
-        if a in self._rev:
-            return self._rev[a] is not None
-        if self._touched and self._forward(a) is None:
+        cache = self._cache
+        if cache is not None and a in cache:
+            return True
+        rev = self._rev
+        if rev is not None and a in rev:
+            return rev[a] is not None
+        if self._touched and kind == 0:
             return False
         raise self._not_loaded(a)
 
     def _loaded(self) -> dict[str, Any]:
-        if not self._touched:
+        if not self._touched or self._cache is None:
             raise ReplicaError(
                 f"entity {self.eid} is not loaded: await entity.touch() before listing it"
             )

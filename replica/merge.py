@@ -264,14 +264,13 @@ def _resolve_ops(ops: list[tuple[bytes, bytes, int, bytes]], many: bool) -> dict
             if live:
                 out[vk] = b"".join(live)
         return out
-    best: tuple[bytes, bytes] | None = None
-    for vk, tags in asserts.items():
-        for t in tags:
-            if best is None or t > best[0]:
-                best = (t, vk)
-    if best is None or (best[1], best[0]) in named:
+    # the latest assertion, unless removed; two assertions share a stamp only when a merge
+    # moved one onto a surviving entity: then the one not removed counts
+    top = max((t for tags in asserts.values() for t in tags), default=None)
+    if top is None:
         return {}
-    return {best[1]: best[0]}
+    live = [vk for vk, tags in asserts.items() if top in tags and (vk, top) not in named]
+    return {max(live): top} if live else {}
 
 
 def _value(vk: bytes) -> Any:
@@ -334,8 +333,10 @@ class _Merger:
         self.sb = stamp.encode()
         self.conflicts: list[Conflict] = []
         self.resolvers: dict[str, str] = {}
-        # datoms the merge transaction itself asserts/retracts: (e, a, vk, added, tags)
-        self.own: list[tuple[int, str, bytes, bool, bytes]] = []
+        # how many datoms the merge transaction itself asserts/retracts, and their history
+        # entries not yet written
+        self.own = 0
+        self.pending: list[tuple[bytes, bytes]] = []
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -490,10 +491,10 @@ class _Merger:
                 resolved = {encode_value(value): self.sb}
             e = eid_from(e_a, 0)
             for vk in resolved:
-                self.own.append((e, a, vk, True, b""))
+                self._own_history(e, attr, vk, True, b"")
             for vk, tags in merged.items():
                 if vk not in resolved:
-                    self.own.append((e, a, vk, False, tags))
+                    self._own_history(e, attr, vk, False, tags)
             return resolved, RULE_RESOLVER
         if not ours or not their:
             return merged, RULE_RETRACT
@@ -656,11 +657,11 @@ class _Merger:
                 ab = attr_bytes(a)
                 holders = await self._scan(self.roots["avet"], ab + vk)
                 owners = sorted(
-                    (v[:STAMP_LEN], eid_from(k, len(k) - 16))
+                    (v[:STAMP_LEN], eid_from(k, len(k) - 16), v)
                     for k, v in holders
                     if len(k) - 16 == len(ab) + len(vk)
                 )
-                eids = sorted({e for _, e in owners} - done)
+                eids = sorted({e for _, e, _ in owners} - done)
                 if len(eids) < 2:
                     continue
                 if attr.identity:
@@ -681,10 +682,9 @@ class _Merger:
                     )
                 else:
                     keeper = owners[0][1]  # the earliest assertion keeps the value
-                    for stamp, e in owners[1:]:
-                        if e == keeper:
-                            continue
-                        self._own(edits, e, attr, vk, False, stamp)
+                    for _, e, tags in owners[1:]:
+                        if e != keeper:
+                            self._own(edits, e, attr, vk, False, tags)
                     self.conflicts.append(
                         Conflict(keeper, a, None, None, None, _value(vk), RULE_VALUE)
                     )
@@ -694,90 +694,133 @@ class _Merger:
     def _own(
         self, edits: _Edits, e: int, attr: Attribute, vk: bytes, added: bool, tags: bytes
     ) -> None:
+        """A datom of the merge transaction itself: current index edit now, history entry
+        (at the merge's stamp; a retraction names ``tags``) with the next history flush."""
         eb = eid_bytes(e)
         ab = attr_bytes(attr.ident)
         edits.current(eb + ab, ab, eb, vk, attr.is_ref, self.sb if added else None)
-        self.own.append((e, attr.ident, vk, added, b"" if added else tags))
+        self._own_history(e, attr, vk, added, tags)
+
+    def _own_history(self, e: int, attr: Attribute, vk: bytes, added: bool, tags: bytes) -> None:
+        self.own += 1
+        if not attr.no_history:
+            key = (
+                eid_bytes(e)
+                + attr_bytes(attr.ident)
+                + vk
+                + self.sb
+                + (b"\x01" if added else b"\x00")
+            )
+            self.pending.append((key, b"" if added else tags))
+
+    async def _flush_history(self, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        entries = dict(self.pending)
+        entries.update(extra)
+        self.pending.clear()
+        await self._add_history(sorted(entries.items()))
 
     async def _unify(self, edits: _Edits, survivor: int, loser: int) -> list[tuple[str, bytes]]:
-        """Move every datom of ``loser`` onto ``survivor`` and repoint refs to it."""
+        """Make ``loser`` and ``survivor`` one entity: the loser's datoms are retracted by
+        the merge, and the survivor receives them as if their transactions had asserted
+        them on it (history entries at their original stamps), so the result does not
+        depend on which merge unified them; refs to the loser likewise. The survivor keeps
+        its own schema definition (an attribute entity's ``db/*`` datoms are not moved)."""
         await edits.apply(self.nodes, self.roots)
         checks: list[tuple[str, bytes]] = []
+        fab: list[tuple[bytes, bytes]] = []
+        touched: set[tuple[int, str]] = set()
+        copies: dict[tuple[int, str], dict[bytes, bytes]] = {}  # attributes without history
         sb_ = eid_bytes(survivor)
         lb = eid_bytes(loser)
-        mine = await self._scan(self.roots["eavt"], sb_)
-        have: dict[str, dict[bytes, bytes]] = {}
-        for k, v in mine:
-            _, a, pos = _split_ea(k)
-            have.setdefault(a, {})[k[pos:]] = v
         for k, v in await self._scan(self.roots["eavt"], lb):
             _, a, pos = _split_ea(k)
             vk = k[pos:]
             attr = self.schema.attribute(a) or Attribute(a)
             self._own(edits, loser, attr, vk, False, v)
-            cur = have.get(a, {})
-            if attr.many:
-                if vk not in cur:
-                    self._own(edits, survivor, attr, vk, True, b"")
-            elif not cur:
-                self._own(edits, survivor, attr, vk, True, b"")
+            if a in SCHEMA_ATTRS:
+                continue
+            touched.add((survivor, a))
+            if attr.no_history:
+                copies.setdefault((survivor, a), {})[vk] = v
             else:
-                ((svk, stag),) = cur.items()
-                if v[:STAMP_LEN] > stag[:STAMP_LEN] and svk != vk:
-                    self._own(edits, survivor, attr, svk, False, stag)
-                    self._own(edits, survivor, attr, vk, True, b"")
+                for t in _tags(v):
+                    fab.append((sb_ + attr_bytes(a) + vk + t + b"\x01", b""))
             if attr.unique and not attr.identity:
                 checks.append((a, vk))
-        # refs to the loser
         for k, v in await self._scan(self.roots["vaet"], lb):
             raw, pos = _dec_str(k, 16)
             a = raw.decode()
             e = eid_from(k, pos)
-            if e in (loser, survivor):
+            if e == loser:
                 continue
             attr = self.schema.attribute(a) or Attribute(a)
             self._own(edits, e, attr, encode_value(loser), False, v)
-            self._own(edits, e, attr, encode_value(survivor), True, b"")
+            touched.add((e, a))
+            svk = encode_value(survivor)
+            if attr.no_history:
+                copies.setdefault((e, a), {})[svk] = v
+            else:
+                for t in _tags(v):
+                    fab.append((eid_bytes(e) + attr_bytes(a) + svk + t + b"\x01", b""))
+        await edits.apply(self.nodes, self.roots)
+        await self._flush_history(fab)
+        for e, a in sorted(touched):
+            attr = self.schema.attribute(a) or Attribute(a)
+            eb = eid_bytes(e)
+            ab = attr_bytes(a)
+            e_a = eb + ab
+            cur = await self._entries(self.roots["eavt"], e_a)
+            if attr.no_history:
+                merged = dict(cur)
+                for vk, tags in copies.get((e, a), {}).items():
+                    if attr.many:
+                        merged[vk] = max(tags, merged.get(vk, b""))
+                    elif not merged or max(merged.values()) < tags:
+                        merged = {vk: tags}
+            else:
+                merged = _resolve_ops(
+                    [
+                        (k[len(e_a) : -1 - STAMP_LEN], k[-1 - STAMP_LEN : -1], k[-1], val)
+                        for k, val in await self._scan(self.roots["heavt"], e_a)
+                    ],
+                    attr.many,
+                )
+            for vk in cur:
+                if vk not in merged:
+                    edits.current(e_a, ab, eb, vk, attr.is_ref, None)
+            for vk, tags in merged.items():
+                if cur.get(vk) != tags:
+                    edits.current(e_a, ab, eb, vk, attr.is_ref, tags)
         return checks
 
     # -- the merge transaction's own datoms -------------------------------------------------
 
     async def record(self, tx: int) -> None:
-        """Write the merge transaction's datoms: its unification/uniqueness edits (already
-        applied to the current indexes) into history, and the conflict records."""
+        """Write the merge transaction's remaining datoms: the conflict records, its tx
+        instant (its stamp's wall time), and the history of all its datoms."""
         edits = _Edits()
-        if self.conflicts:
-            k = 0
-            for c in self.conflicts:
-                k += 1
-                ce = tx | k
-                rows: list[tuple[str, Any]] = [
-                    ("conflict/entity", c.entity),
-                    ("conflict/attribute", Keyword(c.attribute)),
-                    ("conflict/base", _edn(c.base)),
-                    ("conflict/ours", _edn(c.ours)),
-                    ("conflict/theirs", _edn(c.theirs)),
-                    ("conflict/winner", _edn(c.winner)),
-                    ("conflict/rule", Keyword("conflict.rule/" + c.rule)),
-                ]
-                for a, v in rows:
-                    attr = self.schema.attribute(a)
-                    assert attr is not None
-                    self._own(edits, ce, attr, encode_value(v), True, b"")
+        for k, c in enumerate(self.conflicts, 1):
+            ce = tx | k
+            rows: list[tuple[str, Any]] = [
+                ("conflict/entity", c.entity),
+                ("conflict/attribute", Keyword(c.attribute)),
+                ("conflict/base", _edn(c.base)),
+                ("conflict/ours", _edn(c.ours)),
+                ("conflict/theirs", _edn(c.theirs)),
+                ("conflict/winner", _edn(c.winner)),
+                ("conflict/rule", Keyword("conflict.rule/" + c.rule)),
+            ]
+            for a, v in rows:
+                attr = self.schema.attribute(a)
+                assert attr is not None
+                self._own(edits, ce, attr, encode_value(v), True, b"")
         if self.own:
             instant = _dt.datetime.fromtimestamp(self.stamp.wall_ms / 1000, _dt.UTC)
             attr = self.schema.attribute("db/txInstant")
             assert attr is not None
             self._own(edits, tx, attr, encode_value(instant), True, b"")
         await edits.apply(self.nodes, self.roots)
-        hist: list[tuple[bytes, bytes]] = []
-        for e, a, vk, added, tags in self.own:
-            attr = self.schema.attribute(a)
-            if attr is not None and attr.no_history:
-                continue
-            key = eid_bytes(e) + attr_bytes(a) + vk + self.sb + (b"\x01" if added else b"\x00")
-            hist.append((key, tags))
-        await self._add_history(sorted(set(hist)))
+        await self._flush_history()
 
 
 async def merge_heads(

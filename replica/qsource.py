@@ -63,7 +63,7 @@ def _decoded(index: str, leaf: Node) -> list[DatomTuple]:
 class DBSource:
     """``DatomSource`` over one ``DB`` value (see the module docstring)."""
 
-    __slots__ = ("_attrs", "_direct", "db", "nodes")
+    __slots__ = ("_attrs", "_direct", "db", "entity_maps", "nodes")
 
     def __init__(self, db: DB) -> None:
         self.db = db
@@ -72,6 +72,9 @@ class DBSource:
             db.is_history or db.is_filtered or db._as_of is not None or db._since is not None
         )
         self._attrs: dict[str, AttrInfo | None] = {}
+        #: entity id -> its attributes as ``replica.Entity`` reads them (replica/db.py
+        #: ``_entity_map``): valid as long as this source, whose DB value never changes
+        self.entity_maps: dict[int, dict[str, Any]] = {}
 
     @property
     def is_history(self) -> bool:
@@ -101,8 +104,46 @@ class DBSource:
 
     # -- trees -------------------------------------------------------------------------------
 
+    def _leaves_cached(self, index: str, lo: bytes, hi: bytes | None) -> list[Node] | None:
+        """:meth:`_leaves` without I/O: None unless every node on the way is cached."""
+        peek = self.nodes.peek
+        node = peek(self.db.commit.roots[index])
+        if node is None:
+            return None
+        while node.level:
+            keys = node.keys
+            i = bisect_left(keys, lo)
+            if i == len(keys):
+                return []
+            if i == len(keys) - 1 or (hi is not None and keys[i] >= hi):
+                node = peek(node.children[i])
+                if node is None:
+                    return None
+            else:
+                break
+        level = [node]
+        while level[0].level:
+            want: list[bytes] = []
+            for n in level:
+                keys = n.keys
+                i = bisect_left(keys, lo)
+                j = len(keys) - 1 if hi is None else min(bisect_left(keys, hi), len(keys) - 1)
+                want.extend(n.children[i : j + 1])
+            if not want:
+                return []
+            level = []
+            for a in want:
+                got = peek(a)
+                if got is None:
+                    return None
+                level.append(got)
+        return level
+
     async def _leaves(self, index: str, lo: bytes, hi: bytes | None) -> list[Node]:
         """Leaf nodes of ``index`` that may hold keys in ``[lo, hi)``, in order."""
+        got = self._leaves_cached(index, lo, hi)
+        if got is not None:
+            return got
         nodes = self.nodes
         root = self.db.commit.roots[index]
         node = nodes.peek(root) or await nodes.load(root)
@@ -134,8 +175,26 @@ class DBSource:
         return level
 
     async def _range(self, index: str, lo: bytes, hi: bytes | None) -> list[DatomTuple]:
+        leaves = self._leaves_cached(index, lo, hi)
+        if leaves is None:
+            leaves = await self._leaves(index, lo, hi)
+        return self._rows(index, leaves, lo, hi)
+
+    @staticmethod
+    def _rows(index: str, leaves: list[Node], lo: bytes, hi: bytes | None) -> list[DatomTuple]:
+        """The decoded datoms of ``leaves`` with keys in ``[lo, hi)``."""
+        if len(leaves) == 1:  # the common narrow read: one slice
+            leaf = leaves[0]
+            keys = leaf.keys
+            if not keys:
+                return []
+            rows = _decoded(index, leaf)
+            s = bisect_left(keys, lo) if keys[0] < lo else 0
+            if hi is None or keys[-1] < hi:
+                return rows[s:]  # a copy: the decoded leaf is shared
+            return rows[s : bisect_left(keys, hi, s)]
         out: list[DatomTuple] = []
-        for leaf in await self._leaves(index, lo, hi):
+        for leaf in leaves:
             keys = leaf.keys
             if not keys:  # the single empty leaf of an empty tree
                 continue
@@ -149,6 +208,17 @@ class DBSource:
 
     async def _prefix(self, index: str, prefix: bytes) -> list[DatomTuple]:
         return await self._range(index, prefix, prefix_end(prefix))
+
+    async def entity_datoms(self, e: int) -> Sequence[DatomTuple]:
+        """``search(e=e)``: every datom of entity ``e`` (one EAVT seek)."""
+        if not self._direct or type(e) is not int or not 0 <= e < MAX_EID:
+            return await self.search(e=e)
+        lo = e.to_bytes(16, "big")
+        hi = (e + 1).to_bytes(16, "big")
+        leaves = self._leaves_cached("eavt", lo, hi)
+        if leaves is None:
+            leaves = await self._leaves("eavt", lo, hi)
+        return self._rows("eavt", leaves, lo, hi)
 
     # -- values ------------------------------------------------------------------------------
 
@@ -260,12 +330,21 @@ class DBSource:
         return await self._by_entity(a, ab)
 
     async def _by_entity(self, a: str, ab: bytes) -> dict[int, tuple[DatomTuple, ...]]:
-        """Attribute ``a``'s datoms by entity, cached by the leaves that hold them."""
+        """Attribute ``a``'s datoms by entity, cached by the leaves that hold them (and by
+        the index root, which saves listing the leaves while the index is unchanged)."""
+        root_key = (self.db.commit.roots["aevt"], ab)
+        got = _BY_ENTITY.get(root_key)
+        if got is not None:
+            _BY_ENTITY.move_to_end(root_key)
+            return got
         leaves = await self._leaves("aevt", ab, prefix_end(ab))
         key = (ab, *(leaf.address for leaf in leaves))
         got = _BY_ENTITY.get(key)
         if got is not None:
             _BY_ENTITY.move_to_end(key)
+            _BY_ENTITY[root_key] = got
+            if len(_BY_ENTITY) > 128:
+                _BY_ENTITY.popitem(last=False)
             return got
         by_e: dict[int, list[DatomTuple]] = {}
         for r in await self._range("aevt", ab, prefix_end(ab)):
@@ -277,7 +356,8 @@ class DBSource:
         # tuples, not lists: tuples of plain values drop out of the garbage collector's sight
         frozen = {e: tuple(rows) for e, rows in by_e.items()}
         _BY_ENTITY[key] = frozen
-        if len(_BY_ENTITY) > 64:
+        _BY_ENTITY[root_key] = frozen
+        while len(_BY_ENTITY) > 128:
             _BY_ENTITY.popitem(last=False)
         return frozen
 
