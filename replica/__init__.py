@@ -70,6 +70,30 @@ from store.tree import Tree, new_nodes
 
 __version__ = "0.1.0"
 
+#: names re-exported from sync/ (which imports replica, so they are loaded on first use)
+_FROM_SYNC = frozenset(
+    {
+        "serve",
+        "connect_peer",
+        "sync_once",
+        "Permissions",
+        "Limits",
+        "SyncError",
+        "LocalProtocolError",
+        "RemoteProtocolError",
+        "PeerClosed",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _FROM_SYNC:
+        import importlib
+
+        return getattr(importlib.import_module("sync"), name)
+    raise AttributeError(f"module 'replica' has no attribute {name!r}")
+
+
 __all__ = [
     "DB",
     "Attribute",

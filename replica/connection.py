@@ -92,6 +92,18 @@ _BRANCH_STATES: weakref.WeakValueDictionary[tuple[str, str], _BranchState] = (
 GC_PAUSE_ITEMS = 1000
 
 
+#: callbacks (per database URL, in this process) told when any branch of it changes
+_WATCHERS: dict[str, dict[Any, Callable[[], None]]] = {}
+
+
+def _notify(url: str) -> None:
+    for callback in list(_WATCHERS.get(url, {}).values()):
+        try:
+            callback()
+        except Exception:
+            _log.exception("branch watcher %r failed", callback)
+
+
 def _branch_state(url: str, branch: str) -> _BranchState:
     key = (url, branch)
     state = _BRANCH_STATES.get(key)
@@ -527,6 +539,7 @@ class Connection:
                 if await self.store.cas_ref(ref, raw, encode_heads([db.commit_id])):
                     break
             self._db = db
+        _notify(self.url)
         report = MergeReport(db, found, fast_forward, None)
         if tx_data is not None:
             tx_report = await self.transact(tx_data, tx_meta)
@@ -542,7 +555,61 @@ class Connection:
         spec._schemas = self.database._schemas
         await merge_heads(spec, heads, strict=True)
 
+    def watch(self, callback: Callable[[], None]) -> Any:
+        """Call ``callback()`` (no arguments, must not block) whenever a branch of this
+        database changes through any connection of this process: transactions, merges,
+        heads received by sync. Returns a key for :meth:`unwatch`."""
+        key = object()
+        _WATCHERS.setdefault(self.url, {})[key] = callback
+        return key
+
+    def unwatch(self, key: Any) -> None:
+        watchers = _WATCHERS.get(self.url)
+        if watchers is not None:
+            watchers.pop(key, None)
+            if not watchers:
+                del _WATCHERS[self.url]
+
+    async def branch_heads(self) -> dict[str, list[bytes]]:
+        """Every branch and its head set."""
+        out = {}
+        for name, raw in (await self.store.list_refs()).items():
+            if name.startswith(BRANCH_PREFIX) and raw is not None:
+                branch = name[len(BRANCH_PREFIX) :]
+                out[branch] = decode_heads(raw, branch)
+        return out
+
+    async def add_heads(self, branch: str, heads: Iterable[bytes]) -> list[bytes]:
+        """Join commits (present in the store with everything under them) into the head
+        set of ``branch``, creating the branch if needed, and merge the heads. Sync uses
+        this to publish what it received. Returns the branch's heads afterwards."""
+        self._check_open()
+        ref = _branch_ref(branch)
+        heads = list(heads)
+        for h in heads:
+            await self.database.commit(h)  # NoSuchCommit if absent
+        state = self._branch if branch == self.branch_name else _branch_state(self.url, branch)
+        async with state.lock:
+            while True:
+                raw = await self.store.get_ref(ref)
+                old = decode_heads(raw, branch) if raw is not None else []
+                joined = await join_heads(self.database, [*old, *heads])
+                if joined == sorted(old):
+                    break
+                new_raw = encode_heads(joined)
+                state.raw = None
+                if await self.store.cas_ref(ref, raw, new_raw):
+                    if len(joined) > 1:
+                        db = await self._settle(new_raw, branch)
+                        joined = [db.commit_id]
+                    break
+            if branch == self.branch_name and joined != [self._db.commit_id]:
+                self._db = await self._db_of_heads(joined)
+        _notify(self.url)
+        return joined
+
     def _publish(self, report: TxReport) -> None:
+        _notify(self.url)
         # the transaction is durable already: a failing listener must not hide that or keep
         # the report from the others, so its error is logged, not raised
         for callback in list(self._listeners.values()):

@@ -1,0 +1,143 @@
+"""What a peer lacks, and checking what a peer sent (docs/protocol.md section 4).
+
+The sender knows the receiver's heads, a sample of commits below them at exponential
+distances (1, 2, 4, ... first-parent steps), and complete commits the receiver holds without
+having published them (an interrupted sync). The commits it can vouch the receiver has
+(``known``: those of these it has itself) bound a walk of its own commit graph in generation
+order: everything reachable from its heads and not from ``known`` is missing, and for each
+missing commit the nodes reachable from it but not from its first parent (a tree diff,
+``new_nodes``). All in one message stream after the heads exchange: no round trip per commit
+or per tree level.
+
+If the receiver's heads are unknown to the sender (they diverged), the samples still name
+a common commit within twice the divergence, so at most that much is sent twice.
+
+Nodes go out children first (leaves, then each level up; a commit after its trees, schema and
+parents), so a receiver that stores them in order never holds a node whose children it lacks:
+a present commit is a complete commit, even after a sync was cut anywhere.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Iterable
+
+from replica.commit import Commit, decode_commit
+from replica.datom import TREES
+from replica.db import Database
+from store.codec import decode
+from store.errors import CodecError, CorruptNode
+from store.nodes import decode_node
+from store.tree import Tree, new_nodes
+from sync.protocol import RemoteProtocolError
+
+#: a received commit stamped further than this in the future is refused
+MAX_CLOCK_SKEW_MS = 10 * 60 * 1000
+
+
+async def samples(database: Database, heads: Iterable[bytes], limit: int = 48) -> list[bytes]:
+    """Commits below ``heads`` at first-parent distances 1, 2, 4, 8, ... (and the oldest)."""
+    out: list[bytes] = []
+    for head in heads:
+        c = await database.commit(head)
+        step, distance, next_mark = 0, 0, 1
+        while c.parents and len(out) < limit:
+            c = await database.commit(c.parents[0])
+            distance += 1
+            if distance == next_mark or not c.parents:
+                out.append(c.address)
+                step += 1
+                next_mark *= 2
+    return sorted(set(out))
+
+
+async def missing_commits(
+    database: Database, ours: Iterable[bytes], known: Iterable[bytes]
+) -> list[Commit]:
+    """Commits reachable from ``ours`` and not from ``known`` (all present locally), oldest
+    generation first (parents before children)."""
+    flags: dict[bytes, int] = {}
+    heap: list[tuple[int, bytes]] = []
+
+    async def push(addr: bytes, flag: int) -> None:
+        old = flags.get(addr, 0)
+        if old | flag == old:
+            return
+        flags[addr] = old | flag
+        heapq.heappush(heap, (-(await database.commit(addr)).gen, addr))
+
+    for k in known:
+        await push(k, 2)
+    for h in ours:
+        await push(h, 1)
+    out: list[Commit] = []
+    done: set[bytes] = set()
+    while heap and any(flags[a] == 1 for _, a in heap):
+        _, addr = heapq.heappop(heap)
+        if addr in done:
+            continue
+        done.add(addr)
+        f = flags[addr]
+        c = await database.commit(addr)
+        if f == 1:
+            out.append(c)
+        for p in c.parents:
+            await push(p, f)
+    out.sort(key=lambda c: (c.gen, c.address))
+    return out
+
+
+async def nodes_to_send(
+    database: Database, commits: list[Commit], already: set[bytes] | None = None
+) -> list[tuple[bytes, bytes]]:
+    """The nodes of ``commits`` (parents first) that their first parents do not have,
+    children before parents, each once (``already`` holds addresses sent before and is
+    updated)."""
+    sent = already if already is not None else set()
+    nodes = database.nodes
+    out: list[tuple[bytes, bytes]] = []
+    for c in commits:
+        parent = await database.commit(c.parents[0]) if c.parents else None
+        order: list[tuple[int, bytes]] = []
+        for name in TREES:
+            base = Tree(nodes, parent.roots[name]) if parent is not None else None
+            fresh = await new_nodes(base, Tree(nodes, c.roots[name]))
+            fresh -= sent
+            for node in await nodes.load_many(sorted(fresh)):
+                order.append((node.level, node.address))
+        order.sort()
+        extra = [a for a in (c.schema, c.address) if a not in sent]
+        want = [a for _, a in order] + extra
+        data = await database.store.get_many(want)
+        for a in want:
+            out.append((a, data[a]))
+            sent.add(a)
+    return out
+
+
+def children_of(address: bytes, data: bytes) -> list[bytes]:
+    """What a received node refers to (a tree node's children; a commit's trees, schema and
+    parents), checking a commit's clock. Raises RemoteProtocolError for a malformed node."""
+    try:
+        body = decode(data)
+    except CodecError as exc:
+        raise RemoteProtocolError(f"node {address.hex()[:16]} is malformed: {exc}") from exc
+    if isinstance(body, dict):
+        kind = body.get("kind")
+        if kind == "schema":
+            return []
+        if kind != "commit":
+            raise RemoteProtocolError(f"node {address.hex()[:16]} is of unknown kind")
+        try:
+            c = decode_commit(address, data)
+        except CorruptNode as exc:
+            raise RemoteProtocolError(f"malformed commit {address.hex()[:16]}: {exc}") from exc
+        if c.stamp.wall_ms > time.time() * 1000 + MAX_CLOCK_SKEW_MS:
+            raise RemoteProtocolError(f"commit {address.hex()[:16]} is stamped too far ahead")
+        return [*c.roots.values(), c.schema, *c.parents]
+    try:
+        node = decode_node(address, data)
+    except CorruptNode as exc:
+        raise RemoteProtocolError(f"node {address.hex()[:16]} is malformed: {exc}") from exc
+    return list(node.children) if node.level else []

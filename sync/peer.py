@@ -1,0 +1,577 @@
+"""The websocket adapter: peer server and client around sync/protocol.py (docs/protocol.md).
+
+One task owns each :class:`~sync.protocol.SyncProtocol` object and everything written to its
+websocket: a reader task and the branch watcher only put items on that task's queue. A
+session sends hello, then its branch heads; whenever it learns the peer's heads (or a branch
+of ours changes) it streams what the peer lacks (sync/missing.py) and an update naming the
+heads that are now complete there. Received nodes are verified (hash, and that everything
+they refer to is present: children first) and stored as they come, but a branch moves only
+on an update whose heads are present, through ``Connection.add_heads`` (which merges).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import http
+import logging
+import math
+import random
+import ssl as _ssl
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import websockets
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.http11 import Request, Response
+
+from replica.connection import Connection
+from replica.errors import NoSuchCommit
+from sync.missing import children_of, missing_commits, nodes_to_send, samples
+from sync.protocol import (
+    CLOSE_FORBIDDEN,
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    Bye,
+    Heads,
+    Hello,
+    Limits,
+    Nodes,
+    PeerClosed,
+    RemoteProtocolError,
+    SyncError,
+    SyncProtocol,
+    Update,
+)
+
+_log = logging.getLogger("replica.sync")
+
+#: how often a session re-reads the branch refs, to notice commits written by other
+#: processes on the same store (writes through this process are noticed at once)
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """Which branches a peer may read and write (``"*"`` in a set: all)."""
+
+    read: frozenset[str] = frozenset({"*"})
+    write: frozenset[str] = frozenset({"*"})
+
+    def can_read(self, branch: str) -> bool:
+        return "*" in self.read or branch in self.read
+
+    def can_write(self, branch: str) -> bool:
+        return "*" in self.write or branch in self.write
+
+
+READ_ONLY = Permissions(write=frozenset())
+
+
+@dataclass(frozen=True, slots=True)
+class Statistics:
+    bytes_sent: int
+    bytes_received: int
+    messages_sent: int
+    messages_received: int
+    nodes_sent: int
+    nodes_received: int
+    round_trips: int
+    sessions: int
+
+
+class _Session:
+    """One connection's sync, run by :meth:`run` in one task."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        ws: ServerConnection | ClientConnection,
+        permissions: Permissions,
+        branches: Collection[str] | None,
+        limits: Limits,
+        on_synced: Callable[[bool], None] = lambda synced: None,
+    ) -> None:
+        self.conn = conn
+        self.ws = ws
+        self.perm = permissions
+        self.branches = None if branches is None else frozenset(branches)
+        self.proto = SyncProtocol(conn.replica_id.to_bytes(8, "big"), limits)
+        self.on_synced = on_synced
+        self.peer_heads: dict[str, tuple[bytes, ...]] | None = None
+        self.known: set[bytes] = set()  # commits the peer has (told or sent by us)
+        self.sent: set[bytes] = set()  # node addresses sent in this session
+        self.received: set[bytes] = set()
+        self.our_heads: dict[str, list[bytes]] = {}
+        self.heads_sent = 0
+
+    # -- which branches ---------------------------------------------------------------------
+
+    def _shared(self, branch: str) -> bool:
+        peer = self.proto.peer
+        if not self.perm.can_read(branch):
+            return False
+        if self.branches is not None and branch not in self.branches:
+            return False
+        return not (peer is not None and peer.branches is not None and branch not in peer.branches)
+
+    async def _current_heads(self) -> dict[str, list[bytes]]:
+        return {b: h for b, h in (await self.conn.branch_heads()).items() if self._shared(b)}
+
+    # -- the owner loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        send, receive = anyio.create_memory_object_stream[Any](math.inf)
+        key = self.conn.watch(lambda: send.send_nowait("changed"))
+        error: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._reader, send.clone())
+                tg.start_soon(self._poller, send.clone())
+                try:
+                    await self._own(receive)
+                except (SyncError, websockets.ConnectionClosed) as exc:
+                    error = exc  # raised below, outside the task group (no ExceptionGroup)
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self.conn.unwatch(key)
+            send.close()
+        if error is not None:
+            raise error
+
+    async def _reader(self, send: MemoryObjectSendStream[Any]) -> None:
+        with send:
+            try:
+                async for message in self.ws:
+                    await send.send(message)
+            except websockets.ConnectionClosed:
+                pass
+            await send.send(None)
+
+    async def _poller(self, send: MemoryObjectSendStream[Any]) -> None:
+        with send:
+            last: dict[str, list[bytes]] | None = None
+            while True:
+                await anyio.sleep(POLL_SECONDS)
+                heads = await self.conn.branch_heads()
+                if last is not None and heads != last:
+                    await send.send("changed")
+                last = heads
+
+    async def _own(self, receive: MemoryObjectReceiveStream[Any]) -> None:
+        self.proto.send_hello(None if self.branches is None else sorted(self.branches))
+        await self._flush()
+        async for item in receive:
+            if item is None:
+                raise PeerClosed(1006, "connection lost")
+            try:
+                if item == "changed":
+                    if self.proto.peer is not None and self.peer_heads is not None:
+                        await self._announce()
+                        await self._push()
+                else:
+                    self.proto.receive_data(item if isinstance(item, bytes) else item.encode())
+                    for event in self.proto.events_received():
+                        await self._handle(event)
+            except RemoteProtocolError as exc:
+                _log.warning("closing sync with a peer: %s", exc)
+                await self._close(exc.code, str(exc))
+                raise
+            await self._flush()
+            self._check_synced()
+
+    async def _handle(self, event: Any) -> None:
+        if isinstance(event, Hello):
+            await self._announce()
+        elif isinstance(event, Heads):
+            self.peer_heads = dict(event.branches)
+            told = set(event.samples) | set(event.pending)
+            for h in event.branches.values():
+                told.update(h)
+            self.known |= {a for a in told if await self._have_commit(a)}
+            await self._push()
+        elif isinstance(event, Nodes):
+            await self._store(event)
+        elif isinstance(event, Update):
+            if not self.perm.can_write(event.branch) or not self._wants(event.branch):
+                raise RemoteProtocolError(
+                    f"peer may not write branch {event.branch!r}", CLOSE_FORBIDDEN
+                )
+            missing = await self.conn.store.missing(list(event.heads))
+            if missing:
+                raise RemoteProtocolError("update names commits that were not sent")
+            self.known.update(event.heads)
+            await self.conn.add_heads(event.branch, event.heads)
+        elif isinstance(event, Bye):
+            raise PeerClosed(event.code, event.reason)
+
+    def _wants(self, branch: str) -> bool:
+        return self.branches is None or branch in self.branches
+
+    async def _have_commit(self, address: bytes) -> bool:
+        try:
+            await self.conn.database.commit(address)
+        except NoSuchCommit:
+            return False
+        return True
+
+    async def _announce(self) -> None:
+        heads = await self._current_heads()
+        self.our_heads = heads
+        every = [h for hs in heads.values() for h in hs]
+        self.proto.send_heads(heads, await samples(self.conn.database, every))
+        self.heads_sent += 1
+
+    async def _push(self) -> None:
+        """Send the peer what it lacks of every shared branch, then an update per branch."""
+        if self.peer_heads is None:
+            return
+        peer = self.proto.peer
+        assert peer is not None
+        heads = await self._current_heads()
+        for branch, ours in sorted(heads.items()):
+            if peer.branches is not None and branch not in peer.branches:
+                continue
+            theirs = self.peer_heads.get(branch, ())
+            if set(ours) <= self.known or list(theirs) == ours:
+                continue
+            commits = await missing_commits(self.conn.database, ours, self.known)
+            if commits:
+                nodes = await nodes_to_send(self.conn.database, commits, self.sent)
+                if nodes:
+                    self.proto.send_nodes(nodes)
+                    await self._flush()
+            self.proto.send_update(branch, ours)
+            self.known.update(ours)
+            self.known.update(c.address for c in commits)
+
+    async def _store(self, event: Nodes) -> None:
+        if not self.perm.write:
+            raise RemoteProtocolError("peer may not write here (read-only)", CLOSE_FORBIDDEN)
+        refs: list[bytes] = []
+        batch: dict[bytes, bytes] = {}
+        for addr, data in event.nodes:
+            for child in children_of(addr, data):
+                if child not in self.received and child not in batch:
+                    refs.append(child)
+            batch[addr] = data
+        if refs:
+            absent = await self.conn.store.missing(sorted(set(refs)))
+            if absent:
+                raise RemoteProtocolError(
+                    f"node refers to {len(absent)} node(s) not sent before it "
+                    f"(e.g. {sorted(absent)[0].hex()[:16]})"
+                )
+        await self.conn.store.put_many(batch)
+        self.received.update(batch)
+
+    async def _flush(self) -> None:
+        for data in self.proto.data_to_send():
+            await self.ws.send(data)
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            if self.proto.state.value != "closed":
+                self.proto.send_bye(code, reason[:120])
+                await self._flush()
+            await self.ws.close(code if 4000 <= code < 5000 or code == 1000 else 1011, reason[:120])
+
+    def _check_synced(self) -> None:
+        if self.peer_heads is None:
+            self.on_synced(False)
+            return
+        theirs = {b: list(h) for b, h in self.peer_heads.items() if self._shared(b)}
+        ours = {b: h for b, h in self.our_heads.items() if b in theirs or self._peer_wants(b)}
+        self.on_synced(theirs == ours)
+
+    def _peer_wants(self, branch: str) -> bool:
+        peer = self.proto.peer
+        return peer is None or peer.branches is None or branch in peer.branches
+
+    def stats(self) -> dict[str, int]:
+        p = self.proto
+        return {
+            "bytes_sent": p.bytes_sent,
+            "bytes_received": p.bytes_received,
+            "messages_sent": p.messages_sent,
+            "messages_received": p.messages_received,
+            "nodes_sent": p.nodes_sent,
+            "nodes_received": p.nodes_received,
+            "round_trips": self.heads_sent,
+        }
+
+
+def _add(total: dict[str, int], more: Mapping[str, int]) -> None:
+    for k, v in more.items():
+        total[k] = total.get(k, 0) + v
+
+
+def _statistics(total: Mapping[str, int], sessions: int) -> Statistics:
+    return Statistics(
+        total.get("bytes_sent", 0),
+        total.get("bytes_received", 0),
+        total.get("messages_sent", 0),
+        total.get("messages_received", 0),
+        total.get("nodes_sent", 0),
+        total.get("nodes_received", 0),
+        total.get("round_trips", 0),
+        sessions,
+    )
+
+
+# -- server -----------------------------------------------------------------------------------
+
+
+class PeerServer:
+    """A running peer server (see :func:`serve`)."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self.sessions: set[_Session] = set()
+        self._finished: dict[str, int] = {}
+        self._count = 0
+
+    @property
+    def port(self) -> int:
+        return int(next(iter(self._server.sockets)).getsockname()[1])
+
+    def statistics(self) -> Statistics:
+        total = dict(self._finished)
+        for s in self.sessions:
+            _add(total, s.stats())
+        return _statistics(total, self._count)
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.headers.get("Authorization")
+    if value and value.startswith("Bearer "):
+        return value[7:]
+    return None
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    conn: Connection,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    token: str | None = None,
+    tokens: Mapping[str, Permissions] | None = None,
+    ssl: _ssl.SSLContext | None = None,
+    branches: Collection[str] | None = None,
+    limits: Limits | None = None,
+    handshake_timeout: float = 10.0,
+) -> AsyncIterator[PeerServer]:
+    """Serve ``conn``'s database to peers: ``async with replica.serve(conn, host, port) as
+    server`` (``server.port`` is the bound port; binding errors raise here). ``token``: one
+    bearer token giving full access; ``tokens``: token -> :class:`Permissions`; neither:
+    anyone may read and write (loopback use). ``branches`` limits what is served."""
+    access: dict[str, Permissions] = dict(tokens or {})
+    if token is not None:
+        access[token] = Permissions()
+    lim = limits or Limits()
+    holder: list[PeerServer] = []
+
+    def check(connection: ServerConnection, request: Request) -> Response | None:
+        if not access:
+            return None
+        given = _bearer(request)
+        for tok in access:
+            if given is not None and hmac.compare_digest(given.encode(), tok.encode()):
+                return None
+        return connection.respond(
+            http.HTTPStatus.UNAUTHORIZED, "a valid bearer token is required\n"
+        )
+
+    async def handler(ws: ServerConnection) -> None:
+        perms = Permissions()
+        if access:
+            given = _bearer(ws.request) if ws.request is not None else None
+            perms = access.get(given or "", READ_ONLY)
+        srv = holder[0]
+        session = _Session(conn, ws, perms, branches, lim)
+        srv.sessions.add(session)
+        srv._count += 1
+        try:
+            await session.run()
+        except (SyncError, websockets.ConnectionClosed):
+            pass
+        except Exception:
+            _log.exception("sync session failed")
+            await session._close(CLOSE_INTERNAL, "internal error")
+        finally:
+            srv.sessions.discard(session)
+            _add(srv._finished, session.stats())
+
+    server = await ws_serve(
+        handler,
+        host,
+        port,
+        process_request=check,
+        ssl=ssl,
+        compression=None,
+        max_size=lim.max_message,
+        open_timeout=handshake_timeout,
+    )
+    holder.append(PeerServer(server))
+    try:
+        yield holder[0]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+# -- client -----------------------------------------------------------------------------------
+
+
+class PeerClient:
+    """A client link to one peer (see :func:`connect_peer`)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        uri: str,
+        token: str | None,
+        ssl: _ssl.SSLContext | None,
+        branches: Collection[str] | None,
+        limits: Limits,
+        reconnect: bool,
+    ) -> None:
+        self.conn = conn
+        self.uri = uri
+        self._token = token
+        self._ssl = ssl
+        self.branches = branches
+        self.limits = limits
+        self.reconnect = reconnect
+        self._synced = anyio.Event()
+        self._is_synced = False
+        self._session: _Session | None = None
+        self._finished: dict[str, int] = {}
+        self._count = 0
+        self.error: BaseException | None = None
+        self._connected = anyio.Event()
+
+    def _on_synced(self, synced: bool) -> None:
+        self._is_synced = synced
+        if synced:
+            self._synced.set()
+        elif self._synced.is_set():
+            self._synced = anyio.Event()
+
+    async def wait_synced(self) -> None:
+        """Wait until this peer and we hold the same heads on every shared branch (wrap it
+        in ``anyio.fail_after`` to bound the wait)."""
+        while True:
+            if self.error is not None and not self.reconnect:
+                raise SyncError(f"sync with {self.uri} failed: {self.error}") from self.error
+            if self._is_synced:
+                return
+            event = self._synced
+            with anyio.move_on_after(0.2):
+                await event.wait()
+
+    def statistics(self) -> Statistics:
+        total = dict(self._finished)
+        if self._session is not None:
+            _add(total, self._session.stats())
+        return _statistics(total, self._count)
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+                async with ws_connect(
+                    self.uri,
+                    additional_headers=headers,
+                    ssl=self._ssl,
+                    compression=None,
+                    max_size=self.limits.max_message,
+                    open_timeout=10,
+                ) as ws:
+                    delay = 0.05
+                    session = _Session(
+                        self.conn, ws, Permissions(), self.branches, self.limits, self._on_synced
+                    )
+                    self._session = session
+                    self._count += 1
+                    self._connected.set()
+                    try:
+                        await session.run()
+                    finally:
+                        _add(self._finished, session.stats())
+                        self._session = None
+                        self._on_synced(False)
+            except websockets.InvalidStatus as exc:
+                self.error = SyncError(
+                    f"peer {self.uri} refused the connection: HTTP {exc.response.status_code}"
+                )
+                if exc.response.status_code in (401, 403):
+                    self._connected.set()
+                    raise self.error from exc
+            except (OSError, SyncError, websockets.ConnectionClosed, TimeoutError) as exc:
+                self.error = exc
+                if not self.reconnect or isinstance(exc, RemoteProtocolError):
+                    self._connected.set()
+                    raise
+            await anyio.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+
+@contextlib.asynccontextmanager
+async def connect_peer(
+    conn: Connection,
+    uri: str,
+    *,
+    token: str | None = None,
+    ssl: _ssl.SSLContext | None = None,
+    branches: Collection[str] | None = None,
+    limits: Limits | None = None,
+    reconnect: bool = True,
+) -> AsyncIterator[PeerClient]:
+    """Sync ``conn``'s database with the peer at ``uri`` (``ws://`` or ``wss://``) for as
+    long as the block runs: ``async with replica.connect_peer(conn, uri) as peer: await
+    peer.wait_synced()``. New commits flow both ways as they happen; a lost link reconnects
+    with backoff (``reconnect=False``: errors end the link)."""
+    client = PeerClient(conn, uri, token, ssl, branches, limits or Limits(), reconnect)
+    async with anyio.create_task_group() as tg:
+
+        async def runner() -> None:
+            with contextlib.suppress(SyncError, OSError, websockets.ConnectionClosed):
+                await client._run()
+
+        tg.start_soon(runner)
+        try:
+            yield client
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def sync_once(
+    conn: Connection, uri: str, *, token: str | None = None, **kw: Any
+) -> Statistics:
+    """Connect, sync until both sides hold the same heads, disconnect (``replica sync``)."""
+    async with connect_peer(conn, uri, token=token, reconnect=False, **kw) as peer:
+        await peer.wait_synced()
+        return peer.statistics()
+
+
+__all__ = [
+    "CLOSE_NORMAL",
+    "READ_ONLY",
+    "PeerClient",
+    "PeerServer",
+    "Permissions",
+    "Statistics",
+    "connect_peer",
+    "serve",
+    "sync_once",
+]

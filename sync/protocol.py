@@ -1,0 +1,393 @@
+"""The sync protocol as a pure state machine (docs/protocol.md; STYLE.md items 1, 2).
+
+No ``await``, no store, no sockets: the adapter (sync/peer.py) feeds each received websocket
+message to :meth:`SyncProtocol.receive_data`, takes the parsed :meth:`events_received`, calls
+``send_*`` commands, and writes what :meth:`data_to_send` returns, one websocket message each.
+
+Transition table (protocol.md section 3). ``S`` = a send command, ``R`` = a received message::
+
+    state        | S hello       | R hello       | S/R heads, nodes, update | S/R bye
+    -------------+---------------+---------------+--------------------------+---------
+    START        | -> SENT       | -> RECEIVED   | error                    | -> CLOSED
+    SENT         | error         | -> OPEN       | error                    | -> CLOSED
+    RECEIVED     | -> OPEN       | error         | error                    | -> CLOSED
+    OPEN         | error         | error         | OPEN                     | -> CLOSED
+    CLOSED       | error         | error         | error                    | error
+
+"error" is :class:`LocalProtocolError` for our own commands and :class:`RemoteProtocolError`
+for received messages. Every received node is checked against its address (SHA-256) here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from replica.errors import ReplicaError
+from store.codec import address_of, decode, encode, is_address
+from store.errors import CodecError
+
+PROTOCOL_VERSION = 1
+
+#: close codes (protocol.md section 6); websocket close codes 4000-4999 are ours
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL = 4002
+CLOSE_TOO_BIG = 4009
+CLOSE_FORBIDDEN = 4003
+CLOSE_VERSION = 4005
+CLOSE_INTERNAL = 4011
+
+
+class SyncError(ReplicaError):
+    """Base of sync errors."""
+
+
+class LocalProtocolError(SyncError):
+    """We misused the protocol object (a bug in our adapter)."""
+
+
+class RemoteProtocolError(SyncError):
+    """The peer sent something illegal; the connection must close with ``code``."""
+
+    def __init__(self, message: str, code: int = CLOSE_PROTOCOL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PeerClosed(SyncError):
+    """The peer closed the connection (``code``, ``reason``)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"peer closed the connection ({code}: {reason})")
+        self.code = code
+        self.reason = reason
+
+
+class State(enum.Enum):
+    START = "start"
+    SENT = "hello-sent"
+    RECEIVED = "hello-received"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one side accepts (sent in hello; each side enforces its own)."""
+
+    max_message: int = 16 << 20  # bytes of one websocket message
+    max_node: int = 4 << 20  # bytes of one node
+    max_nodes: int = 10_000  # nodes in one nodes message
+    max_heads: int = 1_000  # heads + samples + pending in one heads message
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: int
+    peer_id: bytes
+    limits: Limits
+    branches: tuple[str, ...] | None  # the branches the peer wants; None: all
+
+
+@dataclass(frozen=True, slots=True)
+class Heads:
+    """The peer's head sets per branch, commits it has reachable at exponential distances
+    below them (``samples``), and complete commits it holds but has not published yet."""
+
+    branches: Mapping[str, tuple[bytes, ...]]
+    samples: tuple[bytes, ...]
+    pending: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Nodes:
+    """Verified nodes, children before parents (address -> bytes, in order)."""
+
+    nodes: tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Every node under ``heads`` has been sent: add them to ``branch``."""
+
+    branch: str
+    heads: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    code: int
+    reason: str
+
+
+Event = Hello | Heads | Nodes | Update | Bye
+
+
+def _branch_name(x: Any) -> str:
+    if not isinstance(x, str) or not x or len(x) > 200:
+        raise RemoteProtocolError(f"bad branch name {x!r:.80}")
+    return x
+
+
+def _addresses(x: Any, what: str, limit: int) -> tuple[bytes, ...]:
+    if not isinstance(x, list) or not all(is_address(a) for a in x):
+        raise RemoteProtocolError(f"{what}: expected a list of node addresses")
+    if len(x) > limit:
+        raise RemoteProtocolError(f"{what}: {len(x)} addresses, limit {limit}", CLOSE_TOO_BIG)
+    return tuple(x)
+
+
+class SyncProtocol:
+    """One side of one sync connection. See the module docstring."""
+
+    def __init__(self, peer_id: bytes, limits: Limits | None = None) -> None:
+        if not isinstance(peer_id, bytes) or len(peer_id) != 8:
+            raise LocalProtocolError("peer_id must be 8 bytes")
+        self.peer_id = peer_id
+        self.limits = limits or Limits()
+        self.state = State.START
+        self.peer: Hello | None = None
+        self._out: list[bytes] = []
+        self._events: list[Event] = []
+        # statistics (protocol.md section 7)
+        self.bytes_sent = self.bytes_received = 0
+        self.messages_sent = self.messages_received = 0
+        self.nodes_sent = self.nodes_received = 0
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """One received websocket message. Raises RemoteProtocolError for anything illegal
+        (the connection must then close with its ``code``)."""
+        if self.state is State.CLOSED:
+            raise RemoteProtocolError("message after bye")
+        if not isinstance(data, bytes):
+            raise RemoteProtocolError("text message; the protocol is binary CBOR")
+        if len(data) > self.limits.max_message:
+            raise RemoteProtocolError(
+                f"message of {len(data)} bytes, limit {self.limits.max_message}", CLOSE_TOO_BIG
+            )
+        self.bytes_received += len(data)
+        self.messages_received += 1
+        try:
+            msg = decode(data)
+        except CodecError as exc:
+            raise RemoteProtocolError(f"malformed CBOR: {exc}") from exc
+        if not isinstance(msg, list) or not msg or not isinstance(msg[0], str):
+            raise RemoteProtocolError("a message is a list starting with its tag")
+        tag, args = msg[0], msg[1:]
+        handler = _HANDLERS.get(tag)
+        if handler is None:
+            raise RemoteProtocolError(f"unknown message tag {tag!r:.40}")
+        self._events.append(handler(self, args))
+
+    def events_received(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def _need_open(self, tag: str) -> None:
+        if self.state is not State.OPEN:
+            raise RemoteProtocolError(f"{tag} before hello (state {self.state.value})")
+
+    def _r_hello(self, args: list[Any]) -> Hello:
+        if self.state not in (State.START, State.SENT):
+            raise RemoteProtocolError("second hello")
+        if len(args) != 4:
+            raise RemoteProtocolError("hello: expected [version, peer id, limits, branches]")
+        version, peer_id, limits, branches = args
+        if version != PROTOCOL_VERSION:
+            raise RemoteProtocolError(
+                f"protocol version {version!r}, we speak {PROTOCOL_VERSION}", CLOSE_VERSION
+            )
+        if not isinstance(peer_id, bytes) or len(peer_id) != 8:
+            raise RemoteProtocolError("hello: peer id must be 8 bytes")
+        if not isinstance(limits, dict) or not all(
+            isinstance(limits.get(k), int) and limits[k] > 0
+            for k in ("max_message", "max_node", "max_nodes", "max_heads")
+        ):
+            raise RemoteProtocolError("hello: bad limits")
+        if branches is not None:
+            if not isinstance(branches, list):
+                raise RemoteProtocolError("hello: branches must be a list or null")
+            branches = tuple(_branch_name(b) for b in branches)
+        hello = Hello(
+            version,
+            peer_id,
+            Limits(
+                limits["max_message"], limits["max_node"], limits["max_nodes"], limits["max_heads"]
+            ),
+            branches,
+        )
+        self.peer = hello
+        self.state = State.OPEN if self.state is State.SENT else State.RECEIVED
+        return hello
+
+    def _r_heads(self, args: list[Any]) -> Heads:
+        self._need_open("heads")
+        if len(args) != 3 or not isinstance(args[0], dict):
+            raise RemoteProtocolError("heads: expected [{branch: heads}, samples, pending]")
+        limit = self.limits.max_heads
+        branches = {_branch_name(b): _addresses(h, "heads", limit) for b, h in args[0].items()}
+        if any(not h for h in branches.values()):
+            raise RemoteProtocolError("heads: a branch with no head")
+        return Heads(
+            branches, _addresses(args[1], "samples", limit), _addresses(args[2], "pending", limit)
+        )
+
+    def _r_nodes(self, args: list[Any]) -> Nodes:
+        self._need_open("nodes")
+        if len(args) != 1 or not isinstance(args[0], list):
+            raise RemoteProtocolError("nodes: expected [[address, bytes], ...]")
+        items = args[0]
+        if len(items) > self.limits.max_nodes:
+            raise RemoteProtocolError(
+                f"nodes: {len(items)} nodes, limit {self.limits.max_nodes}", CLOSE_TOO_BIG
+            )
+        out = []
+        for item in items:
+            if (
+                not isinstance(item, list)
+                or len(item) != 2
+                or not is_address(item[0])
+                or not isinstance(item[1], bytes)
+            ):
+                raise RemoteProtocolError("nodes: each node is [address, bytes]")
+            addr, data = item
+            if len(data) > self.limits.max_node:
+                raise RemoteProtocolError(
+                    f"node {addr.hex()[:16]} of {len(data)} bytes, limit {self.limits.max_node}",
+                    CLOSE_TOO_BIG,
+                )
+            if address_of(data) != addr:
+                raise RemoteProtocolError(f"node {addr.hex()[:16]} does not match its address")
+            out.append((addr, data))
+        self.nodes_received += len(out)
+        return Nodes(tuple(out))
+
+    def _r_update(self, args: list[Any]) -> Update:
+        self._need_open("update")
+        if len(args) != 2:
+            raise RemoteProtocolError("update: expected [branch, heads]")
+        heads = _addresses(args[1], "update", self.limits.max_heads)
+        if not heads:
+            raise RemoteProtocolError("update: no heads")
+        return Update(_branch_name(args[0]), heads)
+
+    def _r_bye(self, args: list[Any]) -> Bye:
+        if len(args) != 2 or not isinstance(args[0], int) or not isinstance(args[1], str):
+            raise RemoteProtocolError("bye: expected [code, reason]")
+        self.state = State.CLOSED
+        return Bye(args[0], args[1][:200])
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def data_to_send(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    def _send(self, msg: list[Any]) -> None:
+        data = encode(msg)
+        self.bytes_sent += len(data)
+        self.messages_sent += 1
+        self._out.append(data)
+
+    def _need_open_local(self, what: str) -> None:
+        if self.state is not State.OPEN:
+            raise LocalProtocolError(f"cannot send {what} in state {self.state.value}")
+
+    def send_hello(self, branches: Sequence[str] | None = None) -> None:
+        if self.state not in (State.START, State.RECEIVED):
+            raise LocalProtocolError(f"cannot send hello in state {self.state.value}")
+        lim = self.limits
+        self._send(
+            [
+                "hello",
+                PROTOCOL_VERSION,
+                self.peer_id,
+                {
+                    "max_message": lim.max_message,
+                    "max_node": lim.max_node,
+                    "max_nodes": lim.max_nodes,
+                    "max_heads": lim.max_heads,
+                },
+                None if branches is None else list(branches),
+            ]
+        )
+        self.state = State.OPEN if self.state is State.RECEIVED else State.SENT
+
+    def send_heads(
+        self,
+        branches: Mapping[str, Sequence[bytes]],
+        samples: Sequence[bytes] = (),
+        pending: Sequence[bytes] = (),
+    ) -> None:
+        self._need_open_local("heads")
+        self._send(
+            [
+                "heads",
+                {b: list(h) for b, h in sorted(branches.items())},
+                list(samples),
+                list(pending),
+            ]
+        )
+
+    def send_nodes(self, nodes: Sequence[tuple[bytes, bytes]]) -> None:
+        """Send nodes (children before parents), split into messages within the peer's
+        limits."""
+        self._need_open_local("nodes")
+        assert self.peer is not None
+        lim = self.peer.limits
+        batch: list[list[bytes]] = []
+        size = 16
+        for addr, data in nodes:
+            if len(data) > lim.max_node:
+                raise LocalProtocolError(f"node of {len(data)} bytes exceeds the peer's limit")
+            n = len(data) + 48
+            if batch and (size + n > lim.max_message or len(batch) >= lim.max_nodes):
+                self._send(["nodes", batch])
+                batch, size = [], 16
+            batch.append([addr, data])
+            size += n
+        if batch:
+            self._send(["nodes", batch])
+        self.nodes_sent += len(nodes)
+
+    def send_update(self, branch: str, heads: Sequence[bytes]) -> None:
+        self._need_open_local("update")
+        self._send(["update", branch, list(heads)])
+
+    def send_bye(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        if self.state is State.CLOSED:
+            raise LocalProtocolError("bye already sent or received")
+        self._send(["bye", code, reason])
+        self.state = State.CLOSED
+
+
+_HANDLERS: dict[str, Callable[[SyncProtocol, list[Any]], Event]] = {
+    "hello": SyncProtocol._r_hello,
+    "heads": SyncProtocol._r_heads,
+    "nodes": SyncProtocol._r_nodes,
+    "update": SyncProtocol._r_update,
+    "bye": SyncProtocol._r_bye,
+}
+
+__all__ = [
+    "Bye",
+    "Event",
+    "Heads",
+    "Hello",
+    "Limits",
+    "LocalProtocolError",
+    "Nodes",
+    "PeerClosed",
+    "RemoteProtocolError",
+    "State",
+    "SyncError",
+    "SyncProtocol",
+    "Update",
+]
