@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from replica.commit import Commit, decode_commit
 from replica.datom import TREES
@@ -89,36 +89,52 @@ async def missing_commits(
 
 
 async def nodes_to_send(
-    database: Database, commits: list[Commit], already: set[bytes] | None = None
-) -> list[tuple[bytes, bytes]]:
-    """The nodes of ``commits`` (parents first) that their first parents do not have,
-    children before parents, each once (``already`` holds addresses sent before and is
-    updated)."""
+    database: Database,
+    commits: list[Commit],
+    already: set[bytes] | None = None,
+    batch_bytes: int = 4 << 20,
+) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+    """The nodes of ``commits`` (parents first) that their first parents do not have, in
+    batches of about ``batch_bytes``: children before parents, each once (``already`` holds
+    addresses sent before and is updated). Memory stays at one batch plus the addresses of
+    one commit's new nodes, however big the commit."""
     sent = already if already is not None else set()
     nodes = database.nodes
-    out: list[tuple[bytes, bytes]] = []
+    store = database.store
     for c in commits:
         parent = await database.commit(c.parents[0]) if c.parents else None
         order: list[tuple[int, bytes]] = []
         for name in TREES:
             base = Tree(nodes, parent.roots[name]) if parent is not None else None
-            fresh = await new_nodes(base, Tree(nodes, c.roots[name]))
-            fresh -= sent
-            for node in await nodes.load_many(sorted(fresh)):
-                order.append((node.level, node.address))
+            fresh = sorted(await new_nodes(base, Tree(nodes, c.roots[name])) - sent)
+            for i in range(0, len(fresh), 1024):
+                for node in await nodes.load_many(fresh[i : i + 1024]):
+                    order.append((node.level, node.address))
         order.sort()
-        extra = [a for a in (c.schema, c.address) if a not in sent]
-        want = [a for _, a in order] + extra
-        data = await database.store.get_many(want)
-        for a in want:
-            out.append((a, data[a]))
-            sent.add(a)
-    return out
+        want = [a for _, a in order]
+        want += [a for a in (c.schema, c.address) if a not in sent and a not in want]
+        batch: list[tuple[bytes, bytes]] = []
+        size = 0
+        for i in range(0, len(want), 256):
+            chunk = want[i : i + 256]
+            data = await store.get_many(chunk)
+            for a in chunk:
+                if a in sent:
+                    continue
+                sent.add(a)
+                batch.append((a, data[a]))
+                size += len(data[a])
+                if size >= batch_bytes:
+                    yield batch
+                    batch, size = [], 0
+        if batch:
+            yield batch
 
 
-def children_of(address: bytes, data: bytes) -> list[bytes]:
+def children_of(address: bytes, data: bytes) -> tuple[list[bytes], bool]:
     """What a received node refers to (a tree node's children; a commit's trees, schema and
-    parents), checking a commit's clock. Raises RemoteProtocolError for a malformed node."""
+    parents) and whether it is a commit, checking a commit's clock. Raises
+    RemoteProtocolError for a malformed node."""
     try:
         body = decode(data)
     except CodecError as exc:
@@ -126,7 +142,7 @@ def children_of(address: bytes, data: bytes) -> list[bytes]:
     if isinstance(body, dict):
         kind = body.get("kind")
         if kind == "schema":
-            return []
+            return [], False
         if kind != "commit":
             raise RemoteProtocolError(f"node {address.hex()[:16]} is of unknown kind")
         try:
@@ -135,9 +151,9 @@ def children_of(address: bytes, data: bytes) -> list[bytes]:
             raise RemoteProtocolError(f"malformed commit {address.hex()[:16]}: {exc}") from exc
         if c.stamp.wall_ms > time.time() * 1000 + MAX_CLOCK_SKEW_MS:
             raise RemoteProtocolError(f"commit {address.hex()[:16]} is stamped too far ahead")
-        return [*c.roots.values(), c.schema, *c.parents]
+        return [*c.roots.values(), c.schema, *c.parents], True
     try:
         node = decode_node(address, data)
     except CorruptNode as exc:
         raise RemoteProtocolError(f"node {address.hex()[:16]} is malformed: {exc}") from exc
-    return list(node.children) if node.level else []
+    return (list(node.children) if node.level else []), False

@@ -33,11 +33,14 @@ from websockets.http11 import Request, Response
 
 from replica.connection import Connection
 from replica.errors import NoSuchCommit
+from store.codec import decode, encode, is_address
+from store.errors import CodecError
 from sync.missing import children_of, missing_commits, nodes_to_send, samples
 from sync.protocol import (
     CLOSE_FORBIDDEN,
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
+    CLOSE_PROTOCOL,
     Bye,
     Heads,
     Hello,
@@ -55,6 +58,26 @@ _log = logging.getLogger("replica.sync")
 #: how often a session re-reads the branch refs, to notice commits written by other
 #: processes on the same store (writes through this process are noticed at once)
 POLL_SECONDS = 0.5
+#: a peer must say hello within this long after the websocket opened
+HELLO_SECONDS = 10.0
+_TIMEOUT = object()
+
+
+#: the ref listing complete commits received but not yet published (at most MAX_PENDING)
+PENDING_REF = "sync/pending"
+MAX_PENDING = 256
+
+
+def _decode_pending(raw: bytes | None) -> list[bytes]:
+    if raw is None:
+        return []
+    try:
+        value = decode(raw)
+    except CodecError:
+        return []
+    if not isinstance(value, list):
+        return []
+    return [a for a in value if is_address(a)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +191,13 @@ class _Session:
     async def _own(self, receive: MemoryObjectReceiveStream[Any]) -> None:
         self.proto.send_hello(None if self.branches is None else sorted(self.branches))
         await self._flush()
-        async for item in receive:
+        while True:
+            item: Any = _TIMEOUT
+            with anyio.move_on_after(HELLO_SECONDS if self.proto.peer is None else math.inf):
+                item = await receive.receive()
+            if item is _TIMEOUT:
+                await self._close(CLOSE_PROTOCOL, f"no hello within {HELLO_SECONDS:.0f} s")
+                raise RemoteProtocolError("no hello in time")
             if item is None:
                 raise PeerClosed(1006, "connection lost")
             try:
@@ -226,7 +255,8 @@ class _Session:
         heads = await self._current_heads()
         self.our_heads = heads
         every = [h for hs in heads.values() for h in hs]
-        self.proto.send_heads(heads, await samples(self.conn.database, every))
+        pending = _decode_pending(await self.conn.store.get_ref(PENDING_REF))
+        self.proto.send_heads(heads, await samples(self.conn.database, every), pending)
         self.heads_sent += 1
 
     async def _push(self) -> None:
@@ -243,11 +273,9 @@ class _Session:
             if set(ours) <= self.known or list(theirs) == ours:
                 continue
             commits = await missing_commits(self.conn.database, ours, self.known)
-            if commits:
-                nodes = await nodes_to_send(self.conn.database, commits, self.sent)
-                if nodes:
-                    self.proto.send_nodes(nodes)
-                    await self._flush()
+            async for batch in nodes_to_send(self.conn.database, commits, self.sent):
+                self.proto.send_nodes(batch)
+                await self._flush()  # waits while the peer reads slowly (bounded buffer)
             self.proto.send_update(branch, ours)
             self.known.update(ours)
             self.known.update(c.address for c in commits)
@@ -257,11 +285,15 @@ class _Session:
             raise RemoteProtocolError("peer may not write here (read-only)", CLOSE_FORBIDDEN)
         refs: list[bytes] = []
         batch: dict[bytes, bytes] = {}
+        commits: list[bytes] = []
         for addr, data in event.nodes:
-            for child in children_of(addr, data):
+            children, is_commit = children_of(addr, data)
+            for child in children:
                 if child not in self.received and child not in batch:
                     refs.append(child)
             batch[addr] = data
+            if is_commit:
+                commits.append(addr)
         if refs:
             absent = await self.conn.store.missing(sorted(set(refs)))
             if absent:
@@ -271,6 +303,19 @@ class _Session:
                 )
         await self.conn.store.put_many(batch)
         self.received.update(batch)
+        if commits:
+            await self._remember_pending(commits)
+
+    async def _remember_pending(self, commits: list[bytes]) -> None:
+        """Record complete commits received but not yet published (protocol.md section 5):
+        after a cut, the next session announces them so the peer does not send them again."""
+        store = self.conn.store
+        while True:
+            raw = await store.get_ref(PENDING_REF)
+            old = _decode_pending(raw)
+            new = (old + [c for c in commits if c not in old])[-MAX_PENDING:]
+            if await store.cas_ref(PENDING_REF, raw, encode(new)):
+                return
 
     async def _flush(self) -> None:
         for data in self.proto.data_to_send():
