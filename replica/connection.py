@@ -522,6 +522,7 @@ class Connection:
         else:
             theirs = [await self._resolve_commit(other)]
         ref = _branch_ref(self.branch_name)
+        tx_data = _parse_tx(tx_data) if tx_data is not None else None
         async with self._branch.lock:
             while True:
                 raw = await self.store.get_ref(ref)
@@ -529,8 +530,14 @@ class Connection:
                     raise NoSuchBranch(self.branch_name)
                 ours = decode_heads(raw, self.branch_name)
                 heads = await join_heads(self.database, [*ours, *theirs])
-                if strategy == "strict" and len(heads) > 1:
-                    await self._dry_merge(heads)
+                # a strict merge with conflicts, or bad resolution data, fails before
+                # anything is written (computed on nodes that never reach the store)
+                if len(heads) > 1 and (strategy == "strict" or tx_data is not None):
+                    probe = await self._dry_merge(heads, strict=strategy == "strict")
+                else:
+                    probe = await self.database.db_at(heads[0])
+                if tx_data is not None:
+                    await with_tx(probe, tx_data, tx_meta)
                 db, found = await merge_heads(self.database, heads)
                 fast_forward = len(heads) == 1 and heads != ours
                 if heads == ours and len(ours) == 1:
@@ -546,14 +553,16 @@ class Connection:
             report = MergeReport(tx_report.db_after, found, fast_forward, tx_report)
         return report
 
-    async def _dry_merge(self, heads: list[bytes]) -> None:
-        """Raise MergeConflict if merging ``heads`` has conflicts; writes nothing."""
+    async def _dry_merge(self, heads: list[bytes], strict: bool) -> DB:
+        """The merge of ``heads`` computed without writing anything (MergeConflict if
+        ``strict`` and it has conflicts)."""
         spec = Database(
             self.store, _SpeculativeNodes(self.database.nodes), self.database.flexibility
         )
-        spec._commits = self.database._commits
-        spec._schemas = self.database._schemas
-        await merge_heads(spec, heads, strict=True)
+        spec._commits = dict(self.database._commits)
+        spec._schemas = dict(self.database._schemas)
+        db, _ = await merge_heads(spec, heads, strict=strict)
+        return db
 
     def watch(self, callback: Callable[[], None]) -> Any:
         """Call ``callback()`` (no arguments, must not block) whenever a branch of this

@@ -55,7 +55,7 @@ from replica.datom import (
 )
 from replica.db import DB, Database, prefix_end
 from replica.errors import BranchError, ReplicaError, SchemaError
-from replica.schema import SCHEMA_ATTRS, Attribute, Schema, attribute_from_entity
+from replica.schema import SCHEMA_ATTRS, Attribute, Schema, attribute_from_entity, coerce_scalar
 from replica.values import _dec_str, decode_value, encode_value
 from store.codec import address_of, encode
 from store.tree import Tree
@@ -285,6 +285,15 @@ def _shown(entries: Mapping[bytes, bytes], many: bool) -> Any:
     return None
 
 
+def _plain(value: Any) -> Any:
+    """A schema property value as stored in conflict records (keywords as strings)."""
+    if isinstance(value, Keyword):
+        return str(value)
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
 def _edn(value: Any) -> str:
     if isinstance(value, frozenset):
         return edn.dumps(frozenset(value))
@@ -337,6 +346,8 @@ class _Merger:
         # entries not yet written
         self.own = 0
         self.pending: list[tuple[bytes, bytes]] = []
+        self.ours_eavt = first.roots["eavt"]
+        self.retyped: set[str] = set()  # attributes defined with two value types
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -355,6 +366,7 @@ class _Merger:
     async def fold(self, theirs: Commit, their_schema: Schema) -> None:
         nodes = self.nodes
         ours_roots = dict(self.roots)
+        self.ours_eavt = ours_roots["eavt"]
         # 1. history: the union, and which (e, a) either side changed
         only_ours: set[bytes] = set()
         only_theirs: set[bytes] = set()
@@ -437,6 +449,17 @@ class _Merger:
             elif ours != base and their != base and set(ours) != set(their):
                 merged, rule = await self._resolve(e_a, a, attr, base, ours, their, merged, rule)
                 self._conflict(e_a, a, many, base, ours, their, merged, rule)
+            if not many and not attr.no_history:
+                # values that lost (held by a side, not kept, and not retracted by anyone)
+                # are retracted by the merge in history, so time travel shows the result
+                named = {(o[0], t) for o in ops if not o[2] for t in _tags(o[3])}
+                e = eid_from(e_a, 0)
+                for side in (ours, their):
+                    for vk, tags in side.items():
+                        unnamed = [t for t in _tags(tags) if (vk, t) not in named]
+                        if vk not in merged and unnamed:
+                            named.update((vk, t) for t in unnamed)
+                            self._own_history(e, attr, vk, False, b"".join(unnamed))
             if merged != ours:
                 ab = attr_bytes(a)
                 eb = e_a[:16]
@@ -446,15 +469,73 @@ class _Merger:
                 for vk, tags in merged.items():
                     if ours.get(vk) != tags:
                         edits.current(e_a, ab, eb, vk, attr.is_ref, tags)
-                if attr.unique:
-                    unique_checks.extend((a, vk) for vk in merged if vk not in ours)
+            if attr.unique:
+                unique_checks.extend((a, vk) for vk in merged)
         await edits.apply(nodes, self.roots)
         if not schema_done and schema_entities:
             self.schema = await self._merged_schema(
                 schema_entities, their_schema, theirs.roots["eavt"], ours_roots["eavt"]
             )
+        await self._retype()
+        await self._composites(touched, unique_checks)
         await self._settle_uniques(unique_checks)
         self.heads.append(theirs.address)
+
+    async def _retype(self) -> None:
+        """After one attribute was defined with two value types, retract (and record) the
+        values that do not fit the definition that won."""
+        edits = _Edits()
+        for ident in sorted(self.retyped):
+            attr = self.schema.attribute(ident)
+            if attr is None or attr.value_type is None:
+                continue
+            ab = attr_bytes(ident)
+            for k, v in await self._scan(self.roots["aevt"], ab):
+                e = eid_from(k, len(ab))
+                vk = k[len(ab) + 16 :]
+                value = _value(vk)
+                try:
+                    fits = coerce_scalar(value, attr.value_type, ident) == value
+                except ReplicaError:
+                    fits = False
+                if not fits:
+                    self._own(edits, e, attr, vk, False, v)
+                    self.conflicts.append(Conflict(e, ident, None, value, None, None, RULE_SCHEMA))
+        self.retyped.clear()
+        await edits.apply(self.nodes, self.roots)
+
+    async def _composites(
+        self, touched: Mapping[bytes, str], checks: list[tuple[str, bytes]]
+    ) -> None:
+        """Recompute the composite tuples whose parts the merge changed."""
+        todo: set[tuple[bytes, str]] = set()
+        for e_a, a in touched.items():
+            for comp in self.schema.composites_of.get(a, ()):
+                todo.add((e_a[:16], comp.ident))
+        if not todo:
+            return
+        edits = _Edits()
+        for eb, ident in sorted(todo):
+            found = self.schema.attribute(ident)
+            if found is None or found.tuple_attrs is None:
+                continue
+            comp = found
+            values = []
+            for part in found.tuple_attrs:
+                cur = await self._entries(self.roots["eavt"], eb + attr_bytes(part))
+                values.append(_value(min(cur)) if cur else None)
+            new = None if all(v is None for v in values) else encode_value(tuple(values))
+            e_a = eb + attr_bytes(ident)
+            have = await self._entries(self.roots["eavt"], e_a)
+            e = eid_from(eb, 0)
+            for vk, tags in have.items():
+                if vk != new:
+                    self._own(edits, e, comp, vk, False, tags)
+            if new is not None and new not in have:
+                self._own(edits, e, comp, new, True, b"")
+                if comp.unique:
+                    checks.append((ident, new))
+        await edits.apply(self.nodes, self.roots)
 
     async def _resolve(
         self,
@@ -637,6 +718,26 @@ class _Merger:
             if new is None:
                 continue
             prior = attrs.get(new.ident)
+            if prior is not None and prior.eid != eid and prior.to_map() != new.to_map():
+                # one ident defined differently on two entities: the smaller entity id's
+                # definition wins whole (they unify on db/ident); one record per property
+                keep = prior if (prior.eid or 0) < eid else new
+                if prior.value_type != new.value_type:
+                    self.retyped.add(new.ident)
+                pm, nm, km = prior.to_map(), new.to_map(), keep.to_map()
+                for prop in sorted(set(pm) | set(nm)):
+                    if pm.get(prop) != nm.get(prop):
+                        self.conflicts.append(
+                            Conflict(
+                                keep.eid or 0,
+                                prop,
+                                None,
+                                _plain(pm.get(prop)),
+                                _plain(nm.get(prop)),
+                                _plain(km.get(prop)),
+                                RULE_SCHEMA,
+                            )
+                        )
             if prior is None or (prior.eid or 0) >= eid:
                 attrs[new.ident] = new
         return Schema(attrs, self.schema.flexibility)
@@ -650,7 +751,12 @@ class _Merger:
             edits = _Edits()
             next_checks: list[tuple[str, bytes]] = []
             done: set[int] = set()
-            for a, vk in sorted(set(checks)):
+
+            def identity_first(check: tuple[str, bytes]) -> tuple[bool, str, bytes]:
+                attr = self.schema.attribute(check[0])
+                return (not (attr is not None and attr.identity), *check)
+
+            for a, vk in sorted(set(checks), key=identity_first):
                 attr = self.schema.attribute(a)
                 if attr is None or not attr.unique:
                     continue
@@ -682,11 +788,15 @@ class _Merger:
                     )
                 else:
                     keeper = owners[0][1]  # the earliest assertion keeps the value
+                    losers = []
                     for _, e, tags in owners[1:]:
                         if e != keeper:
+                            losers.append(e)
                             self._own(edits, e, attr, vk, False, tags)
+                    # ours/theirs: the two holders (entity ids), winner: the keeper
+                    pair = sorted([keeper, losers[0]])
                     self.conflicts.append(
-                        Conflict(keeper, a, None, None, None, _value(vk), RULE_VALUE)
+                        Conflict(keeper, a, None, pair[0], pair[1], keeper, RULE_VALUE)
                     )
                 await edits.apply(self.nodes, self.roots)
             checks = next_checks
@@ -732,6 +842,7 @@ class _Merger:
         copies: dict[tuple[int, str], dict[bytes, bytes]] = {}  # attributes without history
         sb_ = eid_bytes(survivor)
         lb = eid_bytes(loser)
+        before: dict[tuple[int, str], tuple[dict[bytes, bytes], dict[bytes, bytes]]] = {}
         for k, v in await self._scan(self.roots["eavt"], lb):
             _, a, pos = _split_ea(k)
             vk = k[pos:]
@@ -739,6 +850,12 @@ class _Merger:
             self._own(edits, loser, attr, vk, False, v)
             if a in SCHEMA_ATTRS:
                 continue
+            if attr.is_ref and vk == encode_value(loser):
+                vk = encode_value(survivor)  # the loser's refs to itself
+            if (survivor, a) not in before:
+                mine = await self._entries(self.roots["eavt"], sb_ + attr_bytes(a))
+                before[(survivor, a)] = (mine, {})
+            before[(survivor, a)][1][vk] = v
             touched.add((survivor, a))
             if attr.no_history:
                 copies.setdefault((survivor, a), {})[vk] = v
@@ -788,9 +905,19 @@ class _Merger:
             for vk in cur:
                 if vk not in merged:
                     edits.current(e_a, ab, eb, vk, attr.is_ref, None)
+                    if not attr.many:
+                        self._own_history(e, attr, vk, False, cur[vk])
             for vk, tags in merged.items():
                 if cur.get(vk) != tags:
                     edits.current(e_a, ab, eb, vk, attr.is_ref, tags)
+            pair = before.get((e, a))
+            if pair is not None and not attr.many:
+                mine, theirs = pair
+                if mine and theirs and set(mine) != set(theirs):
+                    # ours: the value the accumulated side held
+                    if await self._entries(self.ours_eavt, e_a) != mine:
+                        mine, theirs = theirs, mine
+                    self._conflict(e_a, a, False, {}, mine, theirs, merged, RULE_LWW)
         return checks
 
     # -- the merge transaction's own datoms -------------------------------------------------
