@@ -83,9 +83,18 @@ def decode_commit(address: bytes, data: bytes) -> Commit:
             raise CorruptNode(address, f"unknown commit format {body.get('format')!r}")
         parents = tuple(body["parents"])
         roots = dict(body["roots"])
-        if not all(is_address(p) for p in parents) or set(roots) != set(TREES):
-            raise CorruptNode(address, "commit parents/roots malformed")
+        if (
+            not all(is_address(p) for p in parents)
+            or set(roots) != set(TREES)
+            or not all(is_address(r) for r in roots.values())
+            or not is_address(body["schema"])
+        ):
+            raise CorruptNode(address, "commit parents/roots/schema malformed")
         wall, counter = body["hlc"]
+        if not (type(wall) is int and type(counter) is int and type(body["gen"]) is int):
+            raise CorruptNode(address, "commit clock/generation malformed")
+        if not isinstance(body["tx"], bytes) or not isinstance(body["replica"], bytes):
+            raise CorruptNode(address, "commit tx/replica malformed")
         tx = int.from_bytes(body["tx"], "big")
         return Commit(
             address=address,

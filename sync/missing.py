@@ -36,20 +36,23 @@ from sync.protocol import RemoteProtocolError
 MAX_CLOCK_SKEW_MS = 10 * 60 * 1000
 
 
-async def samples(database: Database, heads: Iterable[bytes], limit: int = 48) -> list[bytes]:
-    """Commits below ``heads`` at first-parent distances 1, 2, 4, 8, ... (and the oldest)."""
-    out: list[bytes] = []
+async def samples(
+    database: Database, heads: Iterable[bytes], limit: int = 48, depth: int = 1024
+) -> list[bytes]:
+    """Commits below ``heads`` at first-parent distances 1, 2, 4, ... up to ``depth`` (the
+    cost of an announcement does not grow with history length; peers that diverged by more
+    than ``depth`` commits fall back to older common commits, e.g. genesis)."""
+    out: set[bytes] = set()
     for head in heads:
         c = await database.commit(head)
-        step, distance, next_mark = 0, 0, 1
-        while c.parents and len(out) < limit:
+        distance, mark = 0, 1
+        while c.parents and distance < depth and len(out) < limit:
             c = await database.commit(c.parents[0])
             distance += 1
-            if distance == next_mark or not c.parents:
-                out.append(c.address)
-                step += 1
-                next_mark *= 2
-    return sorted(set(out))
+            if distance == mark:
+                out.add(c.address)
+                mark *= 2
+    return sorted(out)
 
 
 async def missing_commits(

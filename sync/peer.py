@@ -33,8 +33,9 @@ from websockets.http11 import Request, Response
 
 from replica.connection import Connection
 from replica.errors import NoSuchCommit
+from replica.merge import is_ancestor
 from store.codec import decode, encode, is_address
-from store.errors import CodecError
+from store.errors import CodecError, CorruptNode
 from sync.missing import children_of, missing_commits, nodes_to_send, samples
 from sync.protocol import (
     CLOSE_FORBIDDEN,
@@ -58,6 +59,8 @@ _log = logging.getLogger("replica.sync")
 #: how often a session re-reads the branch refs, to notice commits written by other
 #: processes on the same store (writes through this process are noticed at once)
 POLL_SECONDS = 0.5
+#: received messages queued for the session's task (beyond that the peer waits)
+QUEUE_ITEMS = 16
 #: a peer must say hello within this long after the websocket opened
 HELLO_SECONDS = 10.0
 _TIMEOUT = object()
@@ -133,6 +136,7 @@ class _Session:
         self.received: set[bytes] = set()
         self.our_heads: dict[str, list[bytes]] = {}
         self.heads_sent = 0
+        self.change_pending = False
 
     # -- which branches ---------------------------------------------------------------------
 
@@ -150,8 +154,10 @@ class _Session:
     # -- the owner loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        send, receive = anyio.create_memory_object_stream[Any](math.inf)
-        key = self.conn.watch(lambda: send.send_nowait("changed"))
+        # bounded: a peer writing faster than we store waits in its websocket (backpressure);
+        # change notifications coalesce into one pending item
+        send, receive = anyio.create_memory_object_stream[Any](QUEUE_ITEMS)
+        key = self.conn.watch(lambda: self._changed(send))
         error: BaseException | None = None
         try:
             async with anyio.create_task_group() as tg:
@@ -169,6 +175,17 @@ class _Session:
         if error is not None:
             raise error
 
+    def _changed(self, send: MemoryObjectSendStream[Any]) -> None:
+        if self.change_pending:
+            return
+        try:
+            send.send_nowait("changed")
+            self.change_pending = True
+        except anyio.WouldBlock:
+            self.change_pending = True  # the poller picks it up
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+
     async def _reader(self, send: MemoryObjectSendStream[Any]) -> None:
         with send:
             try:
@@ -185,15 +202,19 @@ class _Session:
                 await anyio.sleep(POLL_SECONDS)
                 heads = await self.conn.branch_heads()
                 if last is not None and heads != last:
+                    self.change_pending = True
                     await send.send("changed")
                 last = heads
 
     async def _own(self, receive: MemoryObjectReceiveStream[Any]) -> None:
         self.proto.send_hello(None if self.branches is None else sorted(self.branches))
         await self._flush()
+        deadline = anyio.current_time() + HELLO_SECONDS
         while True:
             item: Any = _TIMEOUT
-            with anyio.move_on_after(HELLO_SECONDS if self.proto.peer is None else math.inf):
+            with anyio.move_on_after(
+                max(0.0, deadline - anyio.current_time()) if self.proto.peer is None else math.inf
+            ):
                 item = await receive.receive()
             if item is _TIMEOUT:
                 await self._close(CLOSE_PROTOCOL, f"no hello within {HELLO_SECONDS:.0f} s")
@@ -202,11 +223,12 @@ class _Session:
                 raise PeerClosed(1006, "connection lost")
             try:
                 if item == "changed":
+                    self.change_pending = False
                     if self.proto.peer is not None and self.peer_heads is not None:
                         await self._announce()
                         await self._push()
                 else:
-                    self.proto.receive_data(item if isinstance(item, bytes) else item.encode())
+                    self.proto.receive_data(item)
                     for event in self.proto.events_received():
                         await self._handle(event)
             except RemoteProtocolError as exc:
@@ -236,8 +258,16 @@ class _Session:
             missing = await self.conn.store.missing(list(event.heads))
             if missing:
                 raise RemoteProtocolError("update names commits that were not sent")
+            for head in event.heads:
+                try:
+                    await self.conn.database.commit(head)
+                except (NoSuchCommit, CorruptNode) as exc:
+                    raise RemoteProtocolError(
+                        f"update names {head.hex()[:16]}, which is not a commit"
+                    ) from exc
             self.known.update(event.heads)
             await self.conn.add_heads(event.branch, event.heads)
+            await self._prune_pending(event.heads)
         elif isinstance(event, Bye):
             raise PeerClosed(event.code, event.reason)
 
@@ -256,7 +286,11 @@ class _Session:
         self.our_heads = heads
         every = [h for hs in heads.values() for h in hs]
         pending = _decode_pending(await self.conn.store.get_ref(PENDING_REF))
-        self.proto.send_heads(heads, await samples(self.conn.database, every), pending)
+        peer = self.proto.peer
+        cap = peer.limits.max_heads if peer is not None else MAX_PENDING
+        self.proto.send_heads(
+            heads, (await samples(self.conn.database, every))[:cap], pending[-cap:]
+        )
         self.heads_sent += 1
 
     async def _push(self) -> None:
@@ -306,6 +340,28 @@ class _Session:
         if commits:
             await self._remember_pending(commits)
 
+    async def _prune_pending(self, heads: Collection[bytes]) -> None:
+        """Forget pending commits that a published head now reaches."""
+        store = self.conn.store
+        while True:
+            raw = await store.get_ref(PENDING_REF)
+            old = _decode_pending(raw)
+            if not old:
+                return
+            keep = []
+            for c in old:
+                reached = False
+                for h in heads:
+                    if await is_ancestor(self.conn.database, c, h):
+                        reached = True
+                        break
+                if not reached:
+                    keep.append(c)
+            if keep == old:
+                return
+            if await store.cas_ref(PENDING_REF, raw, encode(keep) if keep else None):
+                return
+
     async def _remember_pending(self, commits: list[bytes]) -> None:
         """Record complete commits received but not yet published (protocol.md section 5):
         after a cut, the next session announces them so the peer does not send them again."""
@@ -322,11 +378,13 @@ class _Session:
             await self.ws.send(data)
 
     async def _close(self, code: int, reason: str) -> None:
+        short = reason.encode()[:120].decode(errors="ignore")  # a close frame holds 123 bytes
         with contextlib.suppress(Exception):
             if self.proto.state.value != "closed":
-                self.proto.send_bye(code, reason[:120])
+                self.proto.send_bye(code, short)
                 await self._flush()
-            await self.ws.close(code if 4000 <= code < 5000 or code == 1000 else 1011, reason[:120])
+        with contextlib.suppress(Exception):
+            await self.ws.close(code if 4000 <= code < 5000 or code == 1000 else 1011, short)
 
     def _check_synced(self) -> None:
         if self.peer_heads is None:
@@ -559,7 +617,7 @@ class PeerClient:
                 self.error = SyncError(
                     f"peer {self.uri} refused the connection: HTTP {exc.response.status_code}"
                 )
-                if exc.response.status_code in (401, 403):
+                if exc.response.status_code in (401, 403) or not self.reconnect:
                     self._connected.set()
                     raise self.error from exc
             except (OSError, SyncError, websockets.ConnectionClosed, TimeoutError) as exc:
@@ -567,6 +625,11 @@ class PeerClient:
                 if not self.reconnect or isinstance(exc, RemoteProtocolError):
                     self._connected.set()
                     raise
+            except Exception as exc:  # a bug or a hostile peer: end this link, not the caller
+                _log.exception("sync with %s failed", self.uri)
+                self.error = SyncError(f"sync with {self.uri} failed: {exc!r}")
+                self._connected.set()
+                raise self.error from exc
             await anyio.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 5.0)
 

@@ -80,7 +80,7 @@ class Limits:
     max_message: int = 16 << 20  # bytes of one websocket message
     max_node: int = 4 << 20  # bytes of one node
     max_nodes: int = 10_000  # nodes in one nodes message
-    max_heads: int = 1_000  # heads + samples + pending in one heads message
+    max_heads: int = 1_000  # addresses in each list of one heads message, and per update
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -142,6 +142,18 @@ def _addresses(x: Any, what: str, limit: int) -> tuple[bytes, ...]:
     return tuple(x)
 
 
+def _local_branch(x: Any) -> None:
+    if not isinstance(x, str) or not x or len(x) > 200:
+        raise LocalProtocolError(f"bad branch name {x!r:.80}")
+
+
+def _local_addresses(x: Sequence[Any], what: str, limit: int) -> None:
+    if not all(is_address(a) for a in x):
+        raise LocalProtocolError(f"{what}: not all node addresses")
+    if len(x) > limit:
+        raise LocalProtocolError(f"{what}: {len(x)} addresses, the peer's limit is {limit}")
+
+
 class SyncProtocol:
     """One side of one sync connection. See the module docstring."""
 
@@ -197,17 +209,20 @@ class SyncProtocol:
     def _r_hello(self, args: list[Any]) -> Hello:
         if self.state not in (State.START, State.SENT):
             raise RemoteProtocolError("second hello")
+        if not args:
+            raise RemoteProtocolError("hello: expected [version, peer id, limits, branches]")
+        version = args[0]
+        if type(version) is not int or version != PROTOCOL_VERSION:
+            raise RemoteProtocolError(
+                f"protocol version {version!r:.40}, we speak {PROTOCOL_VERSION}", CLOSE_VERSION
+            )
         if len(args) != 4:
             raise RemoteProtocolError("hello: expected [version, peer id, limits, branches]")
         version, peer_id, limits, branches = args
-        if version != PROTOCOL_VERSION:
-            raise RemoteProtocolError(
-                f"protocol version {version!r}, we speak {PROTOCOL_VERSION}", CLOSE_VERSION
-            )
         if not isinstance(peer_id, bytes) or len(peer_id) != 8:
             raise RemoteProtocolError("hello: peer id must be 8 bytes")
         if not isinstance(limits, dict) or not all(
-            isinstance(limits.get(k), int) and limits[k] > 0
+            type(limits.get(k)) is int and limits[k] > 0
             for k in ("max_message", "max_node", "max_nodes", "max_heads")
         ):
             raise RemoteProtocolError("hello: bad limits")
@@ -279,7 +294,7 @@ class SyncProtocol:
         return Update(_branch_name(args[0]), heads)
 
     def _r_bye(self, args: list[Any]) -> Bye:
-        if len(args) != 2 or not isinstance(args[0], int) or not isinstance(args[1], str):
+        if len(args) != 2 or type(args[0]) is not int or not isinstance(args[1], str):
             raise RemoteProtocolError("bye: expected [code, reason]")
         self.state = State.CLOSED
         return Bye(args[0], args[1][:200])
@@ -303,6 +318,8 @@ class SyncProtocol:
     def send_hello(self, branches: Sequence[str] | None = None) -> None:
         if self.state not in (State.START, State.RECEIVED):
             raise LocalProtocolError(f"cannot send hello in state {self.state.value}")
+        for b in branches or ():
+            _local_branch(b)
         lim = self.limits
         self._send(
             [
@@ -327,6 +344,15 @@ class SyncProtocol:
         pending: Sequence[bytes] = (),
     ) -> None:
         self._need_open_local("heads")
+        assert self.peer is not None
+        limit = self.peer.limits.max_heads
+        for b, h in branches.items():
+            _local_branch(b)
+            if not h:
+                raise LocalProtocolError(f"branch {b!r} with no head")
+            _local_addresses(h, "heads", limit)
+        _local_addresses(samples, "samples", limit)
+        _local_addresses(pending, "pending", limit)
         self._send(
             [
                 "heads",
@@ -342,11 +368,14 @@ class SyncProtocol:
         self._need_open_local("nodes")
         assert self.peer is not None
         lim = self.peer.limits
+        for addr, data in nodes:
+            if not is_address(addr) or not isinstance(data, bytes):
+                raise LocalProtocolError("nodes are (address, bytes) pairs")
+            if len(data) > lim.max_node or len(data) + 64 > lim.max_message:
+                raise LocalProtocolError(f"node of {len(data)} bytes exceeds the peer's limits")
         batch: list[list[bytes]] = []
         size = 16
         for addr, data in nodes:
-            if len(data) > lim.max_node:
-                raise LocalProtocolError(f"node of {len(data)} bytes exceeds the peer's limit")
             n = len(data) + 48
             if batch and (size + n > lim.max_message or len(batch) >= lim.max_nodes):
                 self._send(["nodes", batch])
@@ -359,6 +388,11 @@ class SyncProtocol:
 
     def send_update(self, branch: str, heads: Sequence[bytes]) -> None:
         self._need_open_local("update")
+        assert self.peer is not None
+        _local_branch(branch)
+        if not heads:
+            raise LocalProtocolError("update with no heads")
+        _local_addresses(heads, "update", self.peer.limits.max_heads)
         self._send(["update", branch, list(heads)])
 
     def send_bye(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:

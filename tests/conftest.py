@@ -10,18 +10,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import IO
 
 import pytest
+
+from scenarios._drive import start_moto, stop_process
 
 _START_TIMEOUT = 60.0  # seconds for moto to import and bind (it is slow on a cold cache)
 
@@ -36,58 +33,12 @@ _FAKE_AWS_ENV = {
 _CLEARED_AWS_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _answers_http(endpoint: str) -> bool:
-    try:
-        with urllib.request.urlopen(endpoint + "/", timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True  # any HTTP status means the server is up
-    except OSError:
-        return False
-
-
 def _start_moto(log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
-    """Start moto on a free port; retry on another port if the chosen one was taken meanwhile."""
-    failure = ""
-    for _ in range(3):
-        port = _free_port()
-        endpoint = f"http://127.0.0.1:{port}"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,  # a file, not a pipe: moto logs every request and a full pipe blocks it
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                failure = f"moto server exited with status {process.returncode}"
-                break
-            if _answers_http(endpoint):
-                return process, endpoint
-            time.sleep(0.1)
-        else:
-            failure = f"moto server did not answer HTTP on {endpoint} within {_START_TIMEOUT} s"
-            _stop(process)
-            break
-    raise RuntimeError(failure)
+    return start_moto(log, _START_TIMEOUT)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    stop_process(process)
 
 
 @pytest.fixture(scope="session")

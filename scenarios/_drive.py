@@ -1,0 +1,188 @@
+"""Driving peer processes, cutting links, and starting moto: the scenarios' machinery."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+from anyio.abc import ByteReceiveStream, Process, SocketStream, TaskGroup
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class PeerProcess:
+    """A ``scenarios._peer`` child process and its JSON-lines conversation."""
+
+    def __init__(self, name: str, process: Process) -> None:
+        self.name = name
+        self.process = process
+        self._buffer = b""
+
+    @classmethod
+    async def start(cls, name: str) -> PeerProcess:
+        process = await anyio.open_process(
+            [sys.executable, "-m", "scenarios._peer"],
+            cwd=ROOT,
+            stderr=subprocess.DEVNULL,
+        )
+        return cls(name, process)
+
+    async def _line(self) -> bytes:
+        stdout = self.process.stdout
+        assert isinstance(stdout, ByteReceiveStream)
+        while b"\n" not in self._buffer:
+            chunk = await stdout.receive()
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    async def call(self, op: str, within: float = 120.0, **args: Any) -> Any:
+        """Send one command and return its answer; raise on an error answer."""
+        stdin = self.process.stdin
+        assert stdin is not None
+        with anyio.fail_after(within):
+            await stdin.send((json.dumps({"op": op, **args}) + "\n").encode())
+            answer = json.loads(await self._line())
+        if "error" in answer:
+            raise RuntimeError(f"{self.name}: {op} failed: {answer['error']}")
+        return answer["ok"]
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind."""
+        self.process.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            try:
+                stdin = self.process.stdin
+                assert stdin is not None
+                await stdin.send(b'{"op": "exit"}\n')
+                with anyio.fail_after(10):
+                    await self.process.wait()
+            except Exception:
+                self.process.kill()
+                await self.process.wait()
+
+
+class Link:
+    """A TCP proxy on 127.0.0.1 in front of ``target_port`` that can cut the link: cutting
+    closes every open connection and refuses new ones until it is restored."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.up = True
+        self._open: set[SocketStream] = set()
+
+    async def run(self, tg: TaskGroup) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        tg.start_soon(listener.serve, self._handle)
+
+    async def _handle(self, client: SocketStream) -> None:
+        if not self.up:
+            await client.aclose()
+            return
+        try:
+            server = await anyio.connect_tcp("127.0.0.1", self.target_port)
+        except OSError:
+            await client.aclose()
+            return
+        self._open.update((client, server))
+
+        async def pump(a: SocketStream, b: SocketStream) -> None:
+            try:
+                async for chunk in a:
+                    await b.send(chunk)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+            finally:
+                await b.aclose()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pump, client, server)
+                tg.start_soon(pump, server, client)
+        finally:
+            self._open.discard(client)
+            self._open.discard(server)
+
+    async def cut(self) -> None:
+        self.up = False
+        for stream in list(self._open):
+            await stream.aclose()
+
+    def restore(self) -> None:
+        self.up = True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _answers_http(endpoint: str) -> bool:
+    try:
+        with urllib.request.urlopen(endpoint + "/", timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True  # any HTTP status means the server is up
+    except OSError:
+        return False
+
+
+#: what moto and the S3 client need in the environment (fake credentials, no real AWS)
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def start_moto(log: IO[bytes], start_timeout: float = 60.0) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``moto.server`` on 127.0.0.1 and a free port (retrying if the port was taken
+    meanwhile); returns the process and its endpoint once it answers HTTP."""
+    failure = ""
+    for _ in range(3):
+        port = free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,  # a file, not a pipe: moto logs every request and a full pipe blocks it
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + start_timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                failure = f"moto server exited with status {process.returncode}"
+                break
+            if _answers_http(endpoint):
+                return process, endpoint
+            time.sleep(0.1)
+        else:
+            failure = f"moto server did not answer HTTP on {endpoint} within {start_timeout} s"
+            stop_process(process)
+            break
+    raise RuntimeError(failure)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
