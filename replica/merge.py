@@ -150,6 +150,27 @@ async def join_heads(database: Database, heads: Iterable[bytes]) -> list[bytes]:
     return keep
 
 
+async def tips(database: Database, heads: Iterable[bytes]) -> list[bytes]:
+    """The head set with every merge commit replaced by its parents (recursively): the
+    transactions a merge of ``heads`` must contain. Merging is a function of these, so a
+    merge of (A, merge(B, C)) is the very commit merge(A, B, C): peers whose merges cross on
+    the wire agree on the next merge instead of merging each other's merges forever."""
+    out: set[bytes] = set()
+    stack = list(heads)
+    seen: set[bytes] = set()
+    while stack:
+        h = stack.pop()
+        if h in seen:
+            continue
+        seen.add(h)
+        c = await database.commit(h)
+        if len(c.parents) > 1:
+            stack.extend(c.parents)
+        else:
+            out.add(h)
+    return await join_heads(database, out)
+
+
 async def merge_bases(
     database: Database, ours: Iterable[bytes], theirs: Iterable[bytes]
 ) -> list[bytes]:
@@ -200,6 +221,8 @@ _RESOLVERS: dict[str, Resolver] = {}
 
 #: the attribute that names an attribute's resolver, on the attribute's entity
 RESOLVER_ATTR = "db.merge/resolver"
+#: on an entity a merge unified into another: the entity it now is (docs/conflicts.md)
+ALIAS_ATTR = "db.merge/into"
 
 
 def register_resolver(name: str, fn: Resolver) -> None:
@@ -477,9 +500,31 @@ class _Merger:
                 schema_entities, their_schema, theirs.roots["eavt"], ours_roots["eavt"]
             )
         await self._retype()
+        await self._forward(touched, unique_checks)
         await self._composites(touched, unique_checks)
         await self._settle_uniques(unique_checks)
         self.heads.append(theirs.address)
+
+    async def _forward(self, touched: Mapping[bytes, str], checks: list[tuple[str, bytes]]) -> None:
+        """Entities an earlier merge unified into another (``db.merge/into``) that got new
+        datoms from a writer who had not seen that merge: move those onto the survivor, as
+        the unification did with the rest (so the result does not depend on merge order)."""
+        edits = _Edits()
+        alias_ab = attr_bytes(ALIAS_ATTR)
+        for eb in sorted({e_a[:16] for e_a, a in touched.items() if a != ALIAS_ATTR}):
+            into = await self._entries(self.roots["eavt"], eb + alias_ab)
+            if not into:
+                continue
+            target = _value(min(into))
+            hops = 0
+            while hops < 64:  # follow a chain of aliases to the entity that survived
+                nxt = await self._entries(self.roots["eavt"], eid_bytes(target) + alias_ab)
+                if not nxt:
+                    break
+                target = _value(min(nxt))
+                hops += 1
+            checks.extend(await self._unify(edits, target, eid_from(eb, 0)))
+        await edits.apply(self.nodes, self.roots)
 
     async def _retype(self) -> None:
         """After one attribute was defined with two value types, retract (and record) the
@@ -846,6 +891,8 @@ class _Merger:
         for k, v in await self._scan(self.roots["eavt"], lb):
             _, a, pos = _split_ea(k)
             vk = k[pos:]
+            if a == ALIAS_ATTR:
+                continue  # the loser stays an alias (of the survivor: repointed below)
             attr = self.schema.attribute(a) or Attribute(a)
             self._own(edits, loser, attr, vk, False, v)
             if a in SCHEMA_ATTRS:
@@ -879,6 +926,10 @@ class _Merger:
             else:
                 for t in _tags(v):
                     fab.append((eid_bytes(e) + attr_bytes(a) + svk + t + b"\x01", b""))
+        alias = self.schema.attribute(ALIAS_ATTR)
+        assert alias is not None
+        if not await self._entries(self.roots["eavt"], lb + attr_bytes(ALIAS_ATTR)):
+            self._own(edits, loser, alias, encode_value(survivor), True, b"")
         await edits.apply(self.nodes, self.roots)
         await self._flush_history(fab)
         for e, a in sorted(touched):
@@ -960,6 +1011,9 @@ async def merge_heads(
     heads = await join_heads(database, heads)
     if len(heads) == 1:
         return await database.db_at(heads[0]), ()
+    heads = await tips(database, heads)
+    if len(heads) == 1:
+        return await database.db_at(heads[0]), ()
     commits = [await database.commit(h) for h in heads]
     schemas = [await database.schema(c.schema) for c in commits]
     tx = _merge_tx_id(heads)
@@ -1034,5 +1088,6 @@ __all__ = [
     "merge_bases",
     "merge_heads",
     "register_resolver",
+    "tips",
     "unregister_resolver",
 ]

@@ -141,6 +141,7 @@ SYSTEM_ATTRIBUTES: dict[str, Attribute] = {
     "db/txInstant": Attribute("db/txInstant", "db.type/instant", index=True),
     # merges (replica/merge.py, docs/conflicts.md)
     "db.merge/resolver": Attribute("db.merge/resolver", "db.type/string"),
+    "db.merge/into": Attribute("db.merge/into", "db.type/ref", index=True),
     "conflict/entity": Attribute("conflict/entity", "db.type/ref", index=True),
     "conflict/attribute": Attribute("conflict/attribute", _KW, index=True),
     "conflict/base": Attribute("conflict/base", "db.type/string"),

@@ -228,3 +228,24 @@ async def test_merge_does_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
     assert len(results) == 1, results
     ((_, n_conflicts),) = results
     assert n_conflicts > 0  # the histories above do conflict
+
+
+@SETTINGS
+@given(histories=HISTORIES, data_st=st.data())
+async def test_merges_of_merges_agree(
+    histories: list[list[tuple[Any, ...]]], data_st: st.DataObject
+) -> None:
+    """Peers in a mesh merge merge commits with each other (criss-cross): whatever random
+    pairs of heads and merges meet, the final data equals merging every head at once."""
+    conn, heads, _ = await build(f"mem://merge-props-{os.urandom(6).hex()}", histories)
+    try:
+        expected = await data(await merged(conn, heads))
+        pool = list(heads)
+        for _ in range(data_st.draw(st.integers(2, 8))):
+            x = data_st.draw(st.sampled_from(pool))
+            y = data_st.draw(st.sampled_from(pool))
+            pool.append((await merged(conn, [x, y])).commit_id)
+        final = await merged(conn, pool)
+        assert await data(final) == expected
+    finally:
+        await conn.aclose()

@@ -409,7 +409,7 @@ class DatabaseMachine(RuleBasedStateMachine):
         }
         self.model.commit(report.tx, report.db_after.stamp, report.db_after.commit_id, facts)
         self.db = report.db_after
-        assert report.db_after.schema.refs - {"conflict/entity"} == REFS
+        assert report.db_after.schema.refs - {"conflict/entity", "db.merge/into"} == REFS
 
     def teardown(self) -> None:
         async def close() -> None:
