@@ -273,6 +273,7 @@ async def _connect_store(
         raise NoSuchBranch(branch)
     heads = decode_heads(raw, branch)
     conn = Connection(url, store, database, branch, await database.db_at(heads[0]), owns_store)
+    conn.genesis = config["genesis"]
     if len(heads) > 1:
         conn._db = await conn._settle(raw)
     return conn
@@ -340,6 +341,8 @@ class Connection:
         #: what a transaction does when another writer moved the branch first (see
         #: :func:`connect`)
         self.on_race = "retry"
+        #: the database's genesis commit (the same in every database)
+        self.genesis: bytes | None = None
         self._closed = False
 
     # -- values ------------------------------------------------------------------------------
@@ -379,7 +382,8 @@ class Connection:
         name = branch or self.branch_name
         heads = decode_heads(raw, name)
         db, _ = await merge_heads(self.database, heads)
-        if db.commit_id not in heads:
+        if heads != [db.commit_id]:
+            # the merge, or the one head whose transactions include every other head's
             self._forget_head(name)
             await self.store.cas_ref(_branch_ref(name), raw, encode_heads([db.commit_id]))
         return db
@@ -683,6 +687,7 @@ class Connection:
         self._forget_head(name)
         if not await self.store.cas_ref(_branch_ref(name), None, encode_heads([commit])):
             raise BranchExists(name)
+        _notify(self.url)
 
     async def delete_branch(self, name: str) -> None:
         if name == self.branch_name:
@@ -708,6 +713,7 @@ class Connection:
                 break
         if name == self.branch_name:
             self._db = await self.database.db_at(target)
+        _notify(self.url)
 
     def _forget_head(self, name: str) -> None:
         """The head remembered for branch ``name`` is about to be stale."""

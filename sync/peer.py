@@ -42,6 +42,7 @@ from sync.protocol import (
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL,
+    CLOSE_TOO_BIG,
     Bye,
     Heads,
     Hello,
@@ -61,6 +62,8 @@ _log = logging.getLogger("replica.sync")
 POLL_SECONDS = 0.5
 #: received messages queued for the session's task (beyond that the peer waits)
 QUEUE_ITEMS = 16
+#: bytes held in memory for a peer allowed to write only some branches
+MAX_HELD_BYTES = 64 << 20
 #: a peer must say hello within this long after the websocket opened
 HELLO_SECONDS = 10.0
 _TIMEOUT = object()
@@ -137,6 +140,11 @@ class _Session:
         self.our_heads: dict[str, list[bytes]] = {}
         self.heads_sent = 0
         self.change_pending = False
+        self.updates: dict[str, list[bytes]] = {}  # the last update sent per branch
+        # nodes from a peer that may write only some branches wait here for an update of
+        # one of them (nothing of a refused push reaches the store)
+        self.held: dict[bytes, bytes] = {}
+        self.held_bytes = 0
 
     # -- which branches ---------------------------------------------------------------------
 
@@ -197,11 +205,11 @@ class _Session:
 
     async def _poller(self, send: MemoryObjectSendStream[Any]) -> None:
         with send:
-            last: dict[str, list[bytes]] | None = None
+            last = await self.conn.branch_heads()
             while True:
                 await anyio.sleep(POLL_SECONDS)
                 heads = await self.conn.branch_heads()
-                if last is not None and heads != last:
+                if heads != last:
                     self.change_pending = True
                     await send.send("changed")
                 last = heads
@@ -255,6 +263,10 @@ class _Session:
                 raise RemoteProtocolError(
                     f"peer may not write branch {event.branch!r}", CLOSE_FORBIDDEN
                 )
+            if self.held:
+                await self.conn.store.put_many(self.held)
+                self.held.clear()
+                self.held_bytes = 0
             missing = await self.conn.store.missing(list(event.heads))
             if missing:
                 raise RemoteProtocolError("update names commits that were not sent")
@@ -288,9 +300,11 @@ class _Session:
         pending = _decode_pending(await self.conn.store.get_ref(PENDING_REF))
         peer = self.proto.peer
         cap = peer.limits.max_heads if peer is not None else MAX_PENDING
-        self.proto.send_heads(
-            heads, (await samples(self.conn.database, every))[:cap], pending[-cap:]
-        )
+        sampled = await samples(self.conn.database, every)
+        genesis = self.conn.genesis
+        if genesis is not None and genesis not in sampled:
+            sampled.append(genesis)  # every database has it: a clone needs nothing pushed
+        self.proto.send_heads(heads, sampled[-cap:], pending[-cap:])
         self.heads_sent += 1
 
     async def _push(self) -> None:
@@ -304,13 +318,16 @@ class _Session:
             if peer.branches is not None and branch not in peer.branches:
                 continue
             theirs = self.peer_heads.get(branch, ())
-            if set(ours) <= self.known or list(theirs) == ours:
+            if list(theirs) == ours or self.updates.get(branch) == ours:
                 continue
+            if set(ours) <= self.known and branch in self.peer_heads:
+                continue  # the peer has our commits already (its heads are ahead or equal)
             commits = await missing_commits(self.conn.database, ours, self.known)
             async for batch in nodes_to_send(self.conn.database, commits, self.sent):
                 self.proto.send_nodes(batch)
                 await self._flush()  # waits while the peer reads slowly (bounded buffer)
             self.proto.send_update(branch, ours)
+            self.updates[branch] = list(ours)
             self.known.update(ours)
             self.known.update(c.address for c in commits)
 
@@ -335,8 +352,14 @@ class _Session:
                     f"node refers to {len(absent)} node(s) not sent before it "
                     f"(e.g. {sorted(absent)[0].hex()[:16]})"
                 )
-        await self.conn.store.put_many(batch)
         self.received.update(batch)
+        if "*" not in self.perm.write:
+            self.held.update(batch)
+            self.held_bytes += sum(len(d) for d in batch.values())
+            if self.held_bytes > MAX_HELD_BYTES:
+                raise RemoteProtocolError("too much pushed before an update", CLOSE_TOO_BIG)
+            return
+        await self.conn.store.put_many(batch)
         if commits:
             await self._remember_pending(commits)
 
@@ -560,6 +583,7 @@ class PeerClient:
         self._finished: dict[str, int] = {}
         self._count = 0
         self.error: BaseException | None = None
+        self.finished = False  # the link gave up (no more reconnects)
         self._connected = anyio.Event()
 
     def _on_synced(self, synced: bool) -> None:
@@ -573,8 +597,12 @@ class PeerClient:
         """Wait until this peer and we hold the same heads on every shared branch (wrap it
         in ``anyio.fail_after`` to bound the wait)."""
         while True:
-            if self.error is not None and not self.reconnect:
-                raise SyncError(f"sync with {self.uri} failed: {self.error}") from self.error
+            if self.error is not None and (self.finished or not self.reconnect):
+                if isinstance(self.error, SyncError):
+                    raise self.error
+                raise SyncError(f"sync with {self.uri} failed: {self.error!r}") from self.error
+            if self.finished:
+                raise SyncError(f"the link to {self.uri} ended")
             if self._is_synced:
                 return
             event = self._synced
@@ -620,7 +648,13 @@ class PeerClient:
                 if exc.response.status_code in (401, 403) or not self.reconnect:
                     self._connected.set()
                     raise self.error from exc
-            except (OSError, SyncError, websockets.ConnectionClosed, TimeoutError) as exc:
+            except (
+                OSError,
+                SyncError,
+                websockets.ConnectionClosed,
+                websockets.InvalidHandshake,  # e.g. the link dropped during the handshake
+                TimeoutError,
+            ) as exc:
                 self.error = exc
                 if not self.reconnect or isinstance(exc, RemoteProtocolError):
                     self._connected.set()
@@ -650,17 +684,32 @@ async def connect_peer(
     peer.wait_synced()``. New commits flow both ways as they happen; a lost link reconnects
     with backoff (``reconnect=False``: errors end the link)."""
     client = PeerClient(conn, uri, token, ssl, branches, limits or Limits(), reconnect)
-    async with anyio.create_task_group() as tg:
+    try:
+        async with anyio.create_task_group() as tg:
 
-        async def runner() -> None:
-            with contextlib.suppress(SyncError, OSError, websockets.ConnectionClosed):
-                await client._run()
+            async def runner() -> None:
+                try:
+                    await client._run()
+                except Exception as exc:  # recorded; wait_synced raises it as a SyncError
+                    if client.error is None:
+                        client.error = exc
+                finally:
+                    client.finished = True
 
-        tg.start_soon(runner)
-        try:
-            yield client
-        finally:
-            tg.cancel_scope.cancel()
+            tg.start_soon(runner)
+            try:
+                yield client
+            finally:
+                tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        raise _single(group) from None
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) exception groups, else the group itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def sync_once(
