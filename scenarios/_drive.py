@@ -28,12 +28,16 @@ class PeerProcess:
         self._buffer = b""
 
     @classmethod
-    async def start(cls, name: str) -> PeerProcess:
-        process = await anyio.open_process(
-            [sys.executable, "-m", "scenarios._peer"],
-            cwd=ROOT,
-            stderr=subprocess.DEVNULL,
-        )
+    async def start(cls, name: str, log: Path | None = None) -> PeerProcess:
+        """Start a peer process; its stderr goes to ``log`` (a file) if given."""
+        err = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: ASYNC230
+        try:
+            process = await anyio.open_process(
+                [sys.executable, "-m", "scenarios._peer"], cwd=ROOT, stderr=err
+            )
+        finally:
+            if log is not None:
+                err.close()  # type: ignore[union-attr]
         return cls(name, process)
 
     async def _line(self) -> bytes:

@@ -14,6 +14,7 @@ Each command is one JSON object with an ``op``; each answer one JSON line on std
                                                   -> {"rows": [...]}  (values as EDN text)
     head                                          -> {"commit": hex, "parents": [...]}
     conflicts                                     -> {"conflicts": [[attr, base, ours, theirs, winner, rule]]}
+    verify                                        -> {"commits": n, "nodes": n}
     exit                                          -> exits
 """
 
@@ -144,9 +145,16 @@ class _Peer:
             ]
         }
 
+    async def op_verify(self) -> Any:
+        from replica.maintenance import verify
+
+        report = await verify(self.c)
+        return {"commits": report.commits, "nodes": report.nodes}
+
 
 async def main() -> None:
     stdin = anyio.wrap_file(sys.stdin)
+    peer: _Peer | None = None
     async with anyio.create_task_group() as tg:
         peer = _Peer(tg)
         async for line in stdin:
@@ -161,10 +169,10 @@ async def main() -> None:
             except Exception as exc:  # reported to the driver, which decides
                 answer = {"error": f"{type(exc).__name__}: {exc}"}
             print(json.dumps(answer), flush=True)
+        tg.cancel_scope.cancel()  # links and server first, then the store
+    if peer is not None and peer.conn is not None:
         with contextlib.suppress(Exception):
-            if peer.conn is not None:
-                await peer.conn.aclose()
-        tg.cancel_scope.cancel()
+            await peer.conn.aclose()
 
 
 if __name__ == "__main__":
