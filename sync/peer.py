@@ -320,8 +320,8 @@ class _Session:
             theirs = self.peer_heads.get(branch, ())
             if list(theirs) == ours or self.updates.get(branch) == ours:
                 continue
-            if set(ours) <= self.known and branch in self.peer_heads:
-                continue  # the peer has our commits already (its heads are ahead or equal)
+            if await self._peer_has(ours, theirs):
+                continue  # the peer's heads of this branch already contain ours
             commits = await missing_commits(self.conn.database, ours, self.known)
             async for batch in nodes_to_send(self.conn.database, commits, self.sent):
                 self.proto.send_nodes(batch)
@@ -330,6 +330,24 @@ class _Session:
             self.updates[branch] = list(ours)
             self.known.update(ours)
             self.known.update(c.address for c in commits)
+
+    async def _peer_has(self, ours: list[bytes], theirs: tuple[bytes, ...]) -> bool:
+        """Does the peer's branch already contain every head of ours? Yes for a head that is
+        an ancestor of (or equal to) one of its heads we hold; and for a head the peer told us
+        it has while its branch has heads we lack (it is ahead: it pushes to us, and if its
+        branch did not contain our head, our merge of its push is new and goes back)."""
+        ahead = any(t not in self.known for t in theirs)
+        for h in ours:
+            if h in self.known and ahead:
+                continue
+            found = False
+            for t in theirs:
+                if t in self.known and await is_ancestor(self.conn.database, h, t):
+                    found = True
+                    break
+            if not found:
+                return False
+        return True
 
     async def _store(self, event: Nodes) -> None:
         if not self.perm.write:
