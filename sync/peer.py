@@ -62,6 +62,8 @@ _log = logging.getLogger("replica.sync")
 POLL_SECONDS = 0.5
 #: received messages queued for the session's task (beyond that the peer waits)
 QUEUE_ITEMS = 16
+#: frames the websockets library buffers before it stops reading the socket
+WS_QUEUE = 4
 #: bytes held in memory for a peer allowed to write only some branches
 MAX_HELD_BYTES = 64 << 20
 #: a peer must say hello within this long after the websocket opened
@@ -141,6 +143,10 @@ class _Session:
         self.heads_sent = 0
         self.change_pending = False
         self.updates: dict[str, list[bytes]] = {}  # the last update sent per branch
+        self.inbox: MemoryObjectReceiveStream[Any] | None = None
+        self.deferred: list[Any] = []  # events that arrived while we were sending
+        self.deferred_change = False
+        self.closing = False
         # nodes from a peer that may write only some branches wait here for an update of
         # one of them (nothing of a refused push reaches the store)
         self.held: dict[bytes, bytes] = {}
@@ -215,10 +221,35 @@ class _Session:
                 last = heads
 
     async def _own(self, receive: MemoryObjectReceiveStream[Any]) -> None:
+        try:
+            await self._own_loop(receive)
+        except RemoteProtocolError as exc:
+            if not self.closing:
+                _log.warning("closing sync with a peer: %s", exc)
+                await self._close(exc.code, str(exc))
+            raise
+
+    async def _own_loop(self, receive: MemoryObjectReceiveStream[Any]) -> None:
+        self.inbox = receive
         self.proto.send_hello(None if self.branches is None else sorted(self.branches))
         await self._flush()
         deadline = anyio.current_time() + HELLO_SECONDS
         while True:
+            if self.deferred or self.deferred_change:
+                # what arrived while we were sending (nodes were stored as they came)
+                try:
+                    if self.deferred:
+                        await self._handle(self.deferred.pop(0))
+                    else:
+                        self.deferred_change = False
+                        await self._changed_now()
+                except RemoteProtocolError as exc:
+                    _log.warning("closing sync with a peer: %s", exc)
+                    await self._close(exc.code, str(exc))
+                    raise
+                await self._flush()
+                self._check_synced()
+                continue
             item: Any = _TIMEOUT
             with anyio.move_on_after(
                 max(0.0, deadline - anyio.current_time()) if self.proto.peer is None else math.inf
@@ -231,10 +262,7 @@ class _Session:
                 raise PeerClosed(1006, "connection lost")
             try:
                 if item == "changed":
-                    self.change_pending = False
-                    if self.proto.peer is not None and self.peer_heads is not None:
-                        await self._announce()
-                        await self._push()
+                    await self._changed_now()
                 else:
                     self.proto.receive_data(item)
                     for event in self.proto.events_received():
@@ -245,6 +273,60 @@ class _Session:
                 raise
             await self._flush()
             self._check_synced()
+
+    async def _changed_now(self) -> None:
+        self.change_pending = False
+        if self.proto.peer is not None and self.peer_heads is not None:
+            await self._announce()
+            await self._push()
+
+    async def _send(self, data: bytes) -> None:
+        """Send one message; while the peer is slow to take it, keep reading what the peer
+        sends us (both sides streaming to each other must not wait on each other forever):
+        nodes are stored at once, other events wait until our own sending is done."""
+        sent = anyio.Event()
+        inbox = self.inbox
+        assert inbox is not None
+        error: BaseException | None = None
+
+        async def send() -> None:
+            nonlocal error
+            try:
+                await self.ws.send(data)
+            except Exception as exc:  # raised below, outside the task group
+                error = exc
+            sent.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send)
+            try:
+                while not sent.is_set():
+                    await self._read_while_sending(inbox)
+            except Exception as exc:  # raised below, outside the task group
+                error = exc
+                tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+
+    async def _read_while_sending(self, inbox: MemoryObjectReceiveStream[Any]) -> None:
+        item: Any = _TIMEOUT
+        with anyio.move_on_after(0.05):
+            item = await inbox.receive()
+        if item is _TIMEOUT:
+            return
+        if item is None:
+            raise PeerClosed(1006, "connection lost")
+        if item == "changed":
+            self.deferred_change = True
+            return
+        self.proto.receive_data(item)
+        for event in self.proto.events_received():
+            if isinstance(event, Nodes):
+                await self._store(event)
+            elif isinstance(event, Bye):
+                raise PeerClosed(event.code, event.reason)
+            else:
+                self.deferred.append(event)
 
     async def _handle(self, event: Any) -> None:
         if isinstance(event, Hello):
@@ -416,9 +498,13 @@ class _Session:
 
     async def _flush(self) -> None:
         for data in self.proto.data_to_send():
-            await self.ws.send(data)
+            if self.inbox is None:
+                await self.ws.send(data)
+            else:
+                await self._send(data)
 
     async def _close(self, code: int, reason: str) -> None:
+        self.closing = True
         short = reason.encode()[:120].decode(errors="ignore")  # a close frame holds 123 bytes
         with contextlib.suppress(Exception):
             if self.proto.state.value != "closed":
@@ -562,6 +648,7 @@ async def serve(
         ssl=ssl,
         compression=None,
         max_size=lim.max_message,
+        max_queue=WS_QUEUE,
         open_timeout=handshake_timeout,
     )
     holder.append(PeerServer(server))
@@ -644,6 +731,7 @@ class PeerClient:
                     ssl=self._ssl,
                     compression=None,
                     max_size=self.limits.max_message,
+                    max_queue=WS_QUEUE,
                     open_timeout=10,
                 ) as ws:
                     delay = 0.05
