@@ -34,5 +34,15 @@ bench: $(STAMP)
 bench-query: $(STAMP)
 	$(PY) bench/query_bench.py
 
+# issue 5: merge of two branches of a 1M-datom database diverged by 1,000 transactions each
+.PHONY: bench-merge
+bench-merge: $(STAMP)
+	$(PY) bench/merge_bench.py
+
+# issue 6: sync over loopback websockets (clone 100k/1M, fast-forward, no-op, divergent)
+.PHONY: bench-sync
+bench-sync: $(STAMP)
+	$(PY) bench/sync_bench.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
