@@ -58,7 +58,18 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 
 def rss_mb() -> float:
+    """Peak resident set size of this process so far (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float | None:
+    """Resident set size now (MB), where /proc tells it."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
 
 def dir_size(path: Path) -> int:
@@ -206,16 +217,33 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 async def big_load(datoms: int, cache_mb: int) -> dict[str, Any]:
     """Load ``datoms`` datoms (entities of 5 attributes, in batches) into a file store with a
-    bounded node cache; report peak RSS at checkpoints to show it does not grow with size."""
+    bounded node cache; report peak and current RSS, and the file store's in-memory index
+    size, at checkpoints, to show that memory does not grow with the database."""
     entities = datoms // 5
-    checkpoints: list[dict[str, float]] = []
+    checkpoints: list[dict[str, float | None]] = []
     with tempfile.TemporaryDirectory(prefix="replica-bigload-") as tmp:
         url = Path(tmp, "db").as_uri()
         async with replica.connect(
             url, create=True, schema=SCHEMA, cache_bytes=cache_mb << 20
         ) as conn:
             batch = 10_000
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
+
+            def checkpoint(done: int) -> None:
+                index = getattr(conn.store, "index_bytes", None)
+                checkpoints.append(
+                    {
+                        "datoms": done,
+                        "peak_rss_mb": rss_mb(),
+                        "rss_mb": current_rss_mb(),
+                        "store_index_mb": None if index is None else index / (1 << 20),
+                        "seconds": time.perf_counter() - t0,
+                        "cpu_seconds": time.process_time() - c0,
+                    }
+                )
+                print(json.dumps(checkpoints[-1]), file=sys.stderr, flush=True)
+
+            checkpoint(0)  # connected, schema transacted, nothing loaded
             for start in range(0, entities, batch):
                 ents = [
                     {"db/id": k + 1, "name": f"n{k}", "last-name": f"l{k % 977}",
@@ -225,14 +253,7 @@ async def big_load(datoms: int, cache_mb: int) -> dict[str, Any]:
                 await conn.transact(ents)
                 done = (start + len(ents)) * 5
                 if done % 500_000 == 0 or done == datoms:
-                    checkpoints.append(
-                        {
-                            "datoms": done,
-                            "peak_rss_mb": rss_mb(),
-                            "seconds": time.perf_counter() - t0,
-                        }
-                    )
-                    print(json.dumps(checkpoints[-1]), file=sys.stderr, flush=True)
+                    checkpoint(done)
             size = dir_size(Path(tmp, "db"))
     return {"datoms": datoms, "cache_mb": cache_mb, "checkpoints": checkpoints, "store_bytes": size}
 

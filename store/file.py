@@ -7,13 +7,29 @@ object refreshes its in-memory index from disk when a read or ``missing`` misses
 ``list_addresses``, so it sees nodes other processes wrote.
 
 Costs, counted in :attr:`FileStore.stats` (``fsyncs`` counts every fsync/fdatasync issued):
-a ``put_many`` is one ``pwrite`` and one ``fdatasync`` whatever its size (plus one fsync of
-``nodes/`` when it starts a new segment, plus two when it first seals the previous one); nodes
-already indexed are skipped, and a batch of nothing new costs nothing. A successful
-``cas_ref`` costs two (the temporary file, the directory; one if the value is unchanged or
-deleted), a failed one none. A ``cas_ref`` after :meth:`FileStore.stage` (how a transaction
-commits: its nodes are staged, then the branch ref moves) writes the staged nodes and a *ref
-record* as one batch: one ``fdatasync`` for the whole commit, won or lost.
+a ``put_many`` is one ``fdatasync`` whatever its size, and one ``pwritev`` per 1024 parts of its
+records (plus one fsync of ``nodes/`` when it starts a new segment, plus two when it first
+seals the previous one); nodes already indexed are skipped, and a batch of nothing new costs
+nothing. A successful ``cas_ref`` costs two (the temporary file, the directory; one if the
+value is unchanged or deleted), a failed one none. A ``cas_ref`` after
+:meth:`FileStore.stage` (how a transaction commits: its nodes are staged, then the branch ref
+moves) writes the staged nodes and a *ref record* as one batch: one ``fdatasync`` for the
+whole commit, won or lost.
+
+Memory does not grow with the data beyond about 21 bytes a node stored. The in-memory index
+(:class:`_Table`) holds no address: it maps a 32-bit *tag* of each address (its bytes 1-4) to
+the segment and offset of its record, 12 bytes a slot in two flat arrays, at most 3/4 full
+(a dict of 33-byte addresses took ~150 bytes a node). Every hit is confirmed by the record
+header, which holds the whole address: a tag shared by two addresses costs one read more, never
+a wrong answer, and a header that matches nothing is looked up in the segment's own index (its
+``.idx``, else a scan) to tell a damaged record of the address (CorruptNode; ``missing`` says
+present, as for any damaged node) from another address's record. So ``missing`` and the
+skipping of stored nodes in ``put_many`` read one record header per node already stored, and
+``list_addresses`` reads the ``.idx`` files. The segment this object writes keeps its ``.idx``
+entries in memory (45 bytes a node, at most ``segment_records``) until it is sealed. A batch is
+written from its parts with ``pwritev``, never joined into one buffer (a commit of a large
+transaction is tens of MB; copies that size fragment the heap and kept RSS growing). None of
+this is part of the on-disk format, which is unchanged.
 
 On-disk layout, format version 1 (docs/format.md cites this; integers are big-endian)
 =================================================================================
@@ -66,26 +82,29 @@ damaged ref file): a StoreError, never a silently missed record.
 ``<root>/nodes/<writer>-<seq>.idx``: a segment is *sealed* when this exists
     ``b"RPLIDX\\x00\\x01" | u64 valid end (segment bytes covered by the entries) | u64 entry
     count | (33-byte address | u64 offset of the node record | u32 data length) * count |
-    u64 XXH3-64 of all the preceding bytes``. Written atomically (``nodes/.tmp-<random>-<name>``,
-    fsync, rename, fsync of ``nodes/``) by the writer before it releases the lock: when its
-    segment reaches ``segment_size`` (default 32 MiB) or ``segment_records`` (default 100 000
-    nodes), or when the store object is closed. An unsealed segment that nobody has locked
-    belongs to a writer that died: the first store object to see it takes the lock, scans it
-    once, writes its ``.idx`` (or deletes the segment if no batch in it verified), and
-    releases the lock. Opening therefore reads ``.idx`` files and scans only the segments of
-    writers that crashed since (each at most ``segment_size`` + one batch) and of writers
-    still alive in other processes. A damaged ``.idx`` (bad magic, size or checksum) is
-    replaced by a scan. ``.idx`` files without their segment are ignored.
+    u64 XXH3-64 of all the preceding bytes``. The entries are those a scan of the valid
+    batches finds, in file order (not sorted by address). Written atomically
+    (``nodes/.tmp-<random>-<name>``, fsync, rename, fsync of ``nodes/``) by the writer before
+    it releases the lock: when its segment reaches ``segment_size`` (default 32 MiB) or
+    ``segment_records`` (default 100 000 nodes), or when the store object is closed. An
+    unsealed segment that nobody has locked belongs to a writer that died: the first store
+    object to see it takes the lock, scans it once, writes its ``.idx`` (or deletes the
+    segment if no batch in it verified), and releases the lock. Opening therefore reads
+    ``.idx`` files and scans only the segments of writers that crashed since (each at most
+    ``segment_size`` + one batch) and of writers still alive in other processes. A damaged
+    ``.idx`` (bad magic, size or checksum) is replaced by a scan. ``.idx`` files without their
+    segment are ignored.
 
 ``<root>/refs/<sha256 hex of the ref name>.ref``: one file per ref
     ``b"RPLREF\\x00\\x02" | u16 name length | name (ASCII) | u64 version | u32 value length |
     value | u64 XXH3-64 of all the preceding bytes``; value length ``0xFFFFFFFF`` (no value)
     marks a deleted ref. Version-1 files (``b"RPLREF\\x00\\x01" | u16 name length | name |
-    u32 value length | value | u64 XXH3-64``) are read as version 0. Hashed file names give every valid ref name
-    (``a/b``, ``a//b``, ``/x``, ``main`` next to ``main/feature``) its own flat file, also on
-    case-insensitive file systems; the name inside lets ``list_refs`` recover it. A ref is set
-    by writing ``refs/.tmp-<random>``, fsync, rename over the ref file, fsync of ``refs/``;
-    deleted by unlink and fsync of ``refs/``. A damaged ref file is a StoreError.
+    u32 value length | value | u64 XXH3-64``) are read as version 0. Hashed file names give
+    every valid ref name (``a/b``, ``a//b``, ``/x``, ``main`` next to ``main/feature``) its own
+    flat file, also on case-insensitive file systems; the name inside lets ``list_refs``
+    recover it. A ref is set by writing ``refs/.tmp-<random>``, fsync, rename over the ref
+    file, fsync of ``refs/``; deleted by unlink and fsync of ``refs/``. A damaged ref file is
+    a StoreError.
 
     **The value of a ref** is the one with the highest version among its ref file and the
     ref records of *unsealed* segments (a damaged batch's record, if it is the highest, is a
@@ -128,7 +147,8 @@ import stat
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from array import array
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -177,14 +197,16 @@ STALE_TEMP_SECONDS = 600.0
 
 _SEGMENT_NAME = re.compile(r"^[0-9a-f]{16}-[0-9]{6}\.seg$")
 
-# Index values pack (segment id, record offset, data length) into one int (compact in memory).
-_OFF_SHIFT = 32
-_SEG_SHIFT = 72
-_LEN_MASK = (1 << 32) - 1
-_OFF_MASK = (1 << 40) - 1
+# The in-memory index (_Table) packs (segment id, record offset) into one u64.
+_SEG_SHIFT = 40
+_OFF_MASK = (1 << _SEG_SHIFT) - 1
+_MAX_SEGMENT_ID = (1 << (64 - _SEG_SHIFT)) - 1
+_IDX_KEY = struct.Struct(">xI28xQ4x")  # an .idx entry's address bytes 1-4 and record offset
+_READ_AHEAD = 8192  # a read fetches the record header and this many bytes in one pread
 
 _T = TypeVar("_T")
 Entry = tuple[bytes, int, int]  # address, record offset, data length
+Found = dict[bytes, bytes | None]  # address -> data (None: not found there)
 RefRecord = tuple[str, int, bytes | None]  # name, version, value (None: deleted)
 
 
@@ -286,30 +308,43 @@ def _parse_batches(
 
 def _encode_batch(
     nodes: list[tuple[bytes, bytes]], start: int, refs: list[RefRecord] | None = None
-) -> tuple[bytes, list[Entry]]:
+) -> tuple[list[bytes], int, list[Entry]]:
     """One batch (node records, ref records, commit record) to be written at file offset
-    ``start``."""
+    ``start``: its parts (written with one ``pwritev``, never joined: a batch can be tens of
+    MB, and copies that big would fragment the heap), its length, its node entries."""
     parts: list[bytes] = []
     entries: list[Entry] = []
+    checksum = xxhash.xxh3_64()
     pos = start
+    head_size = _NODE_HEAD.size
     for address, data in nodes:
         head = _NODE_HEAD.pack(NODE_TAG, len(data), address)
         parts.append(head)
         parts.append(data)
+        checksum.update(head)
+        checksum.update(data)
         entries.append((address, pos, len(data)))
-        pos += len(head) + len(data)
+        pos += head_size + len(data)
     refs = refs or []
     for name, version, value in refs:
         raw = name.encode("ascii")
-        parts.append(bytes((REF_TAG,)) + _U16.pack(len(raw)) + raw)
+        record = bytes((REF_TAG,)) + _U16.pack(len(raw)) + raw
         if value is None:
-            parts.append(_REF_TAIL.pack(version, DELETED))
+            record += _REF_TAIL.pack(version, DELETED)
         else:
-            parts.append(_REF_TAIL.pack(version, len(value)))
-            parts.append(value)
-    records = b"".join(parts)
-    commit = _COMMIT.pack(COMMIT_TAG, len(nodes) + len(refs), len(records), _xxh(records))
-    return records + commit, entries
+            record += _REF_TAIL.pack(version, len(value)) + value
+        parts.append(record)
+        checksum.update(record)
+        pos += len(record)
+    records_len = pos - start
+    commit = _COMMIT.pack(COMMIT_TAG, len(nodes) + len(refs), records_len, checksum.intdigest())
+    parts.append(commit)
+    return parts, records_len + len(commit), entries
+
+
+def _pack_entries(entries: list[Entry]) -> bytes:
+    """Entries as the body of an .idx file."""
+    return b"".join([_IDX_ENTRY.pack(*entry) for entry in entries])
 
 
 def _encode_ref(name: str, value: bytes | None, version: int) -> bytes:
@@ -373,12 +408,37 @@ def _pread_all(fd: int, size: int, offset: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
+
+
+try:
+    _IOV_MAX = min(max(int(os.sysconf("SC_IOV_MAX")), 16), 1024)
+except (AttributeError, ValueError, OSError):  # pragma: no cover - no sysconf
+    _IOV_MAX = 16
+
+
+def _pwritev_all(fd: int, parts: Sequence[bytes | bytearray], offset: int) -> None:
+    """Write ``parts`` one after the other from ``offset`` without joining them."""
+    pwritev = getattr(os, "pwritev", None)
+    for i in range(0, len(parts), _IOV_MAX):
+        chunk = parts[i : i + _IOV_MAX]
+        size = sum(map(len, chunk))
+        written = pwritev(fd, chunk, offset) if pwritev is not None else 0
+        if written < size:  # a short write (or no pwritev): the rest one part at a time
+            skip = written
+            for part in chunk:
+                if skip >= len(part):
+                    skip -= len(part)
+                    continue
+                _pwrite_all(fd, part[skip:] if skip else part, offset + written)
+                written += len(part) - skip
+                skip = 0
+        offset += size
 
 
 def _read_file(path: str) -> bytes:
@@ -392,6 +452,99 @@ def _try_lock(fd: int) -> bool:
     except BlockingIOError:
         return False
     return True
+
+
+# ------------------------------------------------------------------------- the in-memory index
+
+_U32_CODE = next(code for code in "IL" if array(code).itemsize == 4)
+
+
+def _tag(address: bytes) -> int:
+    """An address's tag in the index: its bytes 1-4 (SHA-256 bits) as a u32, never 0."""
+    return int.from_bytes(address[1:5], "big") or 1
+
+
+class _Table:
+    """The in-memory index: where the records of an address may be (12 bytes a slot).
+
+    An open-addressing hash table with linear probing, at most 3/4 full, in two arrays: a
+    u32 *tag* per slot (bytes 1-4 of the address; 0 marks an empty slot, so a tag of 0 is
+    stored as 1) and a u64 *location* (segment id << 40 | offset of the node record). The
+    home slot of a tag is ``tag & mask``, so the table can grow from the tags alone.
+    :meth:`find` returns every location stored under an address's tag: *candidates*, each
+    confirmed by reading the record header, which holds the whole address (a tag shared by
+    two addresses meets about one lookup in 2**32 and costs one read more, never a wrong
+    answer). About 21 bytes a node on average (16-32 with the load factor), where a dict of
+    33-byte keys costs ~150.
+
+    One writer (the thread holding FileStore's mutex); readers in any thread, without a
+    lock: a slot's location is stored before its tag, and growing fills new arrays and then
+    swaps the ``arrays`` tuple whole. Entries are never removed (GC builds a new table).
+    """
+
+    __slots__ = ("arrays", "used")
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.arrays = self._empty(capacity)
+        self.used = 0
+
+    @staticmethod
+    def _empty(capacity: int) -> tuple[array[int], array[int], int]:
+        return array(_U32_CODE, bytes(4 * capacity)), array("Q", bytes(8 * capacity)), capacity - 1
+
+    def __len__(self) -> int:
+        return self.used
+
+    @property
+    def nbytes(self) -> int:
+        tags, locs, _ = self.arrays
+        return len(tags) * tags.itemsize + len(locs) * locs.itemsize
+
+    def _reserve(self, more: int) -> None:
+        tags, locs, mask = self.arrays
+        capacity = mask + 1
+        need = self.used + more
+        if need * 4 <= capacity * 3:
+            return
+        while need * 4 > capacity * 3:
+            capacity *= 2
+        new_tags, new_locs, new_mask = self._empty(capacity)
+        for tag, loc in zip(tags, locs, strict=True):
+            if tag:
+                i = tag & new_mask
+                while new_tags[i]:
+                    i = (i + 1) & new_mask
+                new_locs[i] = loc
+                new_tags[i] = tag
+        self.arrays = (new_tags, new_locs, new_mask)
+
+    def add(self, segment_id: int, pairs: Iterable[tuple[int, int]], count: int) -> None:
+        """Index ``count`` records of one segment, given as (tag, record offset) pairs."""
+        self._reserve(count)
+        tags, locs, mask = self.arrays
+        base = segment_id << _SEG_SHIFT
+        for tag, offset in pairs:
+            tag = tag or 1
+            i = tag & mask
+            while tags[i]:
+                i = (i + 1) & mask
+            locs[i] = base | offset
+            tags[i] = tag
+        self.used += count
+
+    def find(self, address: bytes) -> list[int]:
+        """The locations indexed under ``address``'s tag (usually none or one)."""
+        tags, locs, mask = self.arrays
+        tag = int.from_bytes(address[1:5], "big") or 1
+        i = tag & mask
+        found: list[int] = []
+        t = tags[i]
+        while t:
+            if t == tag:
+                found.append(locs[i])
+            i = (i + 1) & mask
+            t = tags[i]
+        return found
 
 
 @dataclass
@@ -410,7 +563,8 @@ class _Writer:
     seg: _Segment
     fd: int
     end: int = 0  # offset after the last durable batch
-    entries: list[Entry] = field(default_factory=list)
+    idx: bytearray = field(default_factory=bytearray)  # its .idx entries so far (45 B each)
+    count: int = 0  # entries in ``idx``
     dir_synced: bool = False
     broken: bool = False  # a write or sync failed: never append here again
 
@@ -419,9 +573,10 @@ class _Core:
     """All state and all blocking work of a FileStore. Every method runs in an executor thread.
 
     Mutating methods (open, refresh, append, delete, close) are serialized by FileStore's
-    mutex. Reads run concurrently with them: the loop only does single dict lookups in
-    ``index`` and ``seg_names``, and those are only changed by ``dict.update``/``pop`` (atomic
-    under the GIL) or by swapping in a new dict.
+    mutex. Reads run concurrently with them (lookups on the loop, record reads in other
+    threads): ``table`` is safe for that (see _Table), and ``seg_names`` is only changed by
+    single dict assignments and pops (atomic under the GIL). A reader that finds nothing, or
+    a segment that has vanished, refreshes under the mutex and looks again.
     """
 
     def __init__(self, root: str, segment_size: int, segment_records: int) -> None:
@@ -430,7 +585,7 @@ class _Core:
         self.refs_dir = os.path.join(root, REFS_DIR)
         self.segment_size = segment_size
         self.segment_records = segment_records
-        self.index: dict[bytes, int] = {}
+        self.table = _Table()
         self.segments: dict[str, _Segment] = {}
         self.seg_names: dict[int, str] = {}
         self.writer: _Writer | None = None
@@ -495,23 +650,35 @@ class _Core:
         finally:
             os.close(fd)
 
-    def _write_durably(self, path: str, data: bytes) -> None:
+    def _write_durably(self, path: str, data: bytes | Sequence[bytes | bytearray]) -> None:
         """Create ``path`` (must not exist) with ``data`` and fsync it (not its directory)."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            _pwrite_all(fd, data, 0)
+            _pwritev_all(fd, [data] if isinstance(data, bytes) else data, 0)
             self._sync_fd(fd)
         finally:
             os.close(fd)
+
+    def _new_id(self) -> int:
+        seg_id = next(self._ids)
+        if seg_id > _MAX_SEGMENT_ID:  # pragma: no cover - 16 million segments in one object
+            raise StoreError(f"{self._where()}: too many segments for one store object: reopen")
+        return seg_id
 
     def _register(self, seg: _Segment) -> None:
         self.segments[seg.name] = seg
         self.seg_names[seg.id] = seg.name
 
     def _add_entries(self, seg: _Segment, entries: list[Entry]) -> None:
-        index, base = self.index, seg.id << _SEG_SHIFT
-        index.update({a: base | (off << _OFF_SHIFT) | n for a, off, n in entries if a not in index})
+        pairs = ((int.from_bytes(a[1:5], "big"), offset) for a, offset, _ in entries)
+        self.table.add(seg.id, pairs, len(entries))
         seg.count += len(entries)
+
+    def _add_idx(self, seg: _Segment, raw: bytes | memoryview) -> None:
+        """Index the entries of an .idx file (``raw``: the entries, as :meth:`_load_idx`)."""
+        count = len(raw) // _IDX_ENTRY.size
+        self.table.add(seg.id, _IDX_KEY.iter_unpack(raw), count)
+        seg.count += count
 
     # ------------------------------------------------------------------------------- open
 
@@ -653,12 +820,12 @@ class _Core:
                 self._rebuild_index()
         discovered = sorted(names - self.segments.keys())
         for name in discovered:
-            seg = _Segment(next(self._ids), name, sealed=False)
-            entries = self._read_idx(name) if _idx_name(name) in idxs else None
-            if entries is not None:
+            seg = _Segment(self._new_id(), name, sealed=False)
+            raw = self._load_idx(name) if _idx_name(name) in idxs else None
+            if raw is not None:
                 seg.sealed = True
                 self._register(seg)
-                self._add_entries(seg, entries)
+                self._add_idx(seg, raw)
                 self._count("segments_loaded")
             else:
                 self._register(seg)
@@ -668,20 +835,19 @@ class _Core:
                 self._follow(seg)
 
     def _rebuild_index(self) -> None:
-        index: dict[bytes, int] = {}
-        self.index = index  # swapped whole: concurrent lookups see the old or the new one
+        self.table = _Table()  # swapped whole: concurrent lookups see the old or the new one
         for seg in list(self.segments.values()):
             seg.count = 0
             if self.writer is not None and seg is self.writer.seg:
-                self._add_entries(seg, self.writer.entries)
+                self._add_idx(seg, bytes(self.writer.idx))
             elif seg.sealed:
-                entries = self._read_idx(seg.name)
-                if entries is None:
+                raw = self._load_idx(seg.name)
+                if raw is None:
                     seg.sealed = False
                     seg.scan_pos = 0
                     self._follow(seg)
                 else:
-                    self._add_entries(seg, entries)
+                    self._add_idx(seg, raw)
             else:
                 seg.scan_pos = 0
                 self._follow(seg)
@@ -711,7 +877,7 @@ class _Core:
                     self._note_refs(seg.name, refs)
                     self._checkpoint(seg.name)
                 if entries or refs:
-                    self._write_idx(seg.name, entries, end)
+                    self._write_idx(seg.name, _pack_entries(entries), end)
                     self._count("segments_repaired")
                 else:
                     os.unlink(path)  # nothing in it ever became durable and visible
@@ -721,9 +887,10 @@ class _Core:
                     return
                 sealed = entries
             seg.sealed = True
-            seg.count = 0
             self.seg_refs.pop(seg.name, None)  # sealed: its refs are in the ref files
-            self._add_entries(seg, sealed)
+            # The batches before scan_pos are indexed already (the scans of a live writer's
+            # segment and the .idx of its valid batches agree, both following the file).
+            self._add_entries(seg, [entry for entry in sealed if entry[1] >= seg.scan_pos])
         finally:
             os.close(fd)  # releases the lock if we took it
 
@@ -747,7 +914,9 @@ class _Core:
         self._count("scanned_bytes", len(buf))
         return entries, refs, start + used
 
-    def _read_idx(self, segment: str) -> list[Entry] | None:
+    def _load_idx(self, segment: str) -> memoryview | None:
+        """The entries of the segment's .idx (``count * 45`` bytes), None if it is absent or
+        damaged."""
         try:
             raw = _read_file(os.path.join(self.nodes_dir, _idx_name(segment)))
         except FileNotFoundError:
@@ -758,74 +927,172 @@ class _Core:
         _, _, count = _IDX_HEAD.unpack_from(raw)
         if len(raw) != head + count * _IDX_ENTRY.size + tail:
             return None
-        view = memoryview(raw)
-        if _U64.unpack_from(raw, len(raw) - tail)[0] != _xxh(view[:-tail]):
+        if _U64.unpack_from(raw, len(raw) - tail)[0] != _xxh(memoryview(raw)[:-tail]):
             return None
-        return list(_IDX_ENTRY.iter_unpack(view[head:-tail]))
+        return memoryview(raw)[head:-tail]
+
+    def _read_idx(self, segment: str) -> list[Entry] | None:
+        raw = self._load_idx(segment)
+        return None if raw is None else list(_IDX_ENTRY.iter_unpack(raw))
 
     def _write_idx(
-        self, segment: str, entries: list[Entry], end: int, sync_dir: bool = True
+        self, segment: str, entries: bytes | bytearray, end: int, sync_dir: bool = True
     ) -> None:
-        parts = [_IDX_HEAD.pack(INDEX_MAGIC, end, len(entries))]
-        parts.extend(_IDX_ENTRY.pack(*entry) for entry in entries)
-        body = b"".join(parts)
-        body += _U64.pack(_xxh(body))
+        """Write the .idx of ``segment``: ``entries`` are its packed entries (45 bytes each)."""
+        head = _IDX_HEAD.pack(INDEX_MAGIC, end, len(entries) // _IDX_ENTRY.size)
+        checksum = xxhash.xxh3_64(head)
+        checksum.update(entries)
         tmp = os.path.join(
             self.nodes_dir, f"{TMP_PREFIX}{secrets.token_hex(8)}-{_idx_name(segment)}"
         )
-        self._write_durably(tmp, body)
+        self._write_durably(tmp, [head, entries, _U64.pack(checksum.intdigest())])
         os.rename(tmp, os.path.join(self.nodes_dir, _idx_name(segment)))
         if sync_dir:
             self._sync_dir(self.nodes_dir)
         self._count("segments_sealed")
 
     def list_addresses(self) -> set[bytes]:
+        """Every address of every segment (from the .idx files, this object's entries and
+        scans of unsealed segments: the table holds no addresses)."""
         self.refresh()
-        return set(self.index)
+        out: set[bytes] = set()
+        for seg in list(self.segments.values()):
+            w = self.writer
+            if w is not None and seg is w.seg:
+                entries = list(_IDX_ENTRY.iter_unpack(bytes(w.idx)))
+            else:
+                entries = self._entries_of(seg)
+            out.update(address for address, _, _ in entries)
+        return out
 
     # ------------------------------------------------------------------------------ reads
 
-    def read_many(
-        self, wanted: list[tuple[bytes, str | None, int, int]]
-    ) -> dict[bytes, bytes | None]:
-        """Read and verify records. None for a node whose segment has vanished (GC)."""
+    def locate(self, address: bytes) -> list[tuple[str | None, int]]:
+        """Candidate records of ``address``: (segment name, record offset), unconfirmed. The
+        segment name is None if the segment has vanished (GC)."""
+        names = self.seg_names
+        return [(names.get(loc >> _SEG_SHIFT), loc & _OFF_MASK) for loc in self.table.find(address)]
+
+    def read_many(self, wanted: list[tuple[bytes, list[tuple[str | None, int]]]]) -> Found:
+        """Read and verify the records of ``wanted`` (addresses and their candidates). None
+        for an address none of whose candidates holds it (or whose segment has vanished:
+        GC); CorruptNode if the record indexed for it is damaged and no other copy is good."""
         out: dict[bytes, bytes | None] = {}
         fds: dict[str, int | None] = {}
+        memo: dict[str, dict[int, bytes]] = {}
         try:
-            for address, name, offset, length in wanted:
-                if name is None:
-                    out[address] = None
-                    continue
-                if name not in fds:
+            for address, places in wanted:
+                data: bytes | None = None
+                damage: CorruptNode | None = None
+                for name, offset in places:
+                    fd = self._open_segment(fds, name)
+                    if fd is None or name is None:
+                        continue
                     try:
-                        fds[name] = os.open(
-                            os.path.join(self.nodes_dir, name), os.O_RDONLY | os.O_CLOEXEC
-                        )
-                    except FileNotFoundError:
-                        fds[name] = None
-                fd = fds[name]
-                if fd is None:
-                    out[address] = None
-                    continue
-                out[address] = self._read_record(fd, name, address, offset, length)
+                        data = self._read_record(fd, name, address, offset, memo)
+                    except CorruptNode as exc:
+                        damage = damage or exc
+                        continue
+                    if data is not None:
+                        break
+                if data is None and damage is not None:
+                    raise damage
+                out[address] = data
         except OSError as exc:
             raise StoreError(f"{self._where()}: cannot read nodes: {exc}") from exc
         finally:
-            for fd in fds.values():
-                if fd is not None:
-                    os.close(fd)
+            _close_all(fds)
         return out
 
-    def _read_record(self, fd: int, name: str, address: bytes, offset: int, length: int) -> bytes:
+    def absent(self, addresses: list[bytes]) -> list[bytes]:
+        """Those of ``addresses`` that no indexed record holds (confirmed on disk). A record
+        whose header is damaged counts as holding what the index says it holds."""
+        present = self._present(addresses)
+        return [a for a in addresses if a not in present]
+
+    def _present(self, addresses: Iterable[bytes]) -> set[bytes]:
+        out: set[bytes] = set()
+        fds: dict[str, int | None] = {}
+        memo: dict[str, dict[int, bytes]] = {}
         head = _NODE_HEAD.size
-        record = _pread_all(fd, head + length, offset)
+        tags, _, mask = self.table.arrays
+        try:
+            for address in addresses:
+                # Inline probe for the common case: no slot holds the tag (a new node).
+                tag = int.from_bytes(address[1:5], "big") or 1
+                i = tag & mask
+                t = tags[i]
+                while t and t != tag:
+                    i = (i + 1) & mask
+                    t = tags[i]
+                if not t:
+                    continue
+                for name, offset in self.locate(address):
+                    fd = self._open_segment(fds, name)
+                    if fd is None or name is None:
+                        continue
+                    raw = os.pread(fd, head, offset)
+                    if len(raw) == head:
+                        tag, _, stored = _NODE_HEAD.unpack(raw)
+                        if tag == NODE_TAG and stored == address:
+                            out.add(address)
+                            break
+                    if self._indexed_at(name, offset, memo) == address:
+                        out.add(address)  # a damaged header: present, and reads say so
+                        break
+        except OSError as exc:
+            raise StoreError(f"{self._where()}: cannot read nodes: {exc}") from exc
+        finally:
+            _close_all(fds)
+        return out
+
+    def _open_segment(self, fds: dict[str, int | None], name: str | None) -> int | None:
+        """A read-only descriptor of segment ``name`` (kept in ``fds``), None if it is gone."""
+        if name is None:
+            return None
+        if name not in fds:
+            try:
+                fds[name] = os.open(os.path.join(self.nodes_dir, name), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fds[name] = None
+        return fds[name]
+
+    def _indexed_at(
+        self, name: str, offset: int, memo: dict[str, dict[int, bytes]]
+    ) -> bytes | None:
+        """The address the segment's own index (.idx, else a scan) puts at ``offset``: what
+        a record whose header does not match was written for (the slow path of a damaged
+        header or of a tag shared by two addresses)."""
+        at = memo.get(name)
+        if at is None:
+            seg = self.segments.get(name) or _Segment(0, name, sealed=True)
+            at = memo[name] = {off: address for address, off, _ in self._entries_of(seg)}
+        return at.get(offset)
+
+    def _read_record(
+        self, fd: int, name: str, address: bytes, offset: int, memo: dict[str, dict[int, bytes]]
+    ) -> bytes | None:
+        """The data of ``address``'s record at ``offset``, verified; None if the record there
+        is another address's; CorruptNode if it is this address's but damaged."""
+        head = _NODE_HEAD.size
         where = f"segment {name} offset {offset}"
-        if len(record) != head + length:
-            raise CorruptNode(address, f"record truncated ({where})")
-        tag, stored_len, stored_address = _NODE_HEAD.unpack_from(record)
-        if tag != NODE_TAG or stored_len != length or stored_address != address:
+        record = os.pread(fd, head + _READ_AHEAD, offset)
+        length = -1
+        if len(record) >= head:
+            tag, length, stored = _NODE_HEAD.unpack_from(record)
+            if tag != NODE_TAG or stored != address:
+                length = -1
+        if length < 0:
+            if self._indexed_at(name, offset, memo) != address:
+                return None
+            if len(record) < head:
+                raise CorruptNode(address, f"record truncated ({where})")
             raise CorruptNode(address, f"damaged record header ({where})")
-        data = record[head:]
+        if len(record) < head + length:
+            record += _pread_all(fd, head + length - len(record), offset + len(record))
+            if len(record) < head + length:
+                raise CorruptNode(address, f"record truncated ({where})")
+        data = record[head : head + length]
         try:
             return verify_node(address, data)
         except CorruptNode as exc:
@@ -847,34 +1114,42 @@ class _Core:
                 raise StoreError(f"node {address.hex()} is larger than {MAX_NODE_SIZE} bytes")
         self.staged.update(nodes)
 
+    def _unstage(self, taken: Mapping[bytes, bytes]) -> None:
+        staged = self.staged
+        for address in taken:
+            staged.pop(address, None)
+
     def _write_batch(self, nodes: Mapping[bytes, bytes], refs: list[RefRecord]) -> None:
         """Write the absent ones of ``nodes`` and of the staged nodes, and ``refs``, as one
         batch (one fdatasync), unless there is nothing to write."""
-        index = self.index
-        staged = self.staged
-        if staged:
-            nodes = {**staged, **nodes}
-        new = [(a, d) for a, d in nodes.items() if a not in index]
+        # a snapshot: stage() may add nodes from the event loop while this runs in a worker
+        # thread; only what this batch wrote may leave the staging area
+        taken = dict(self.staged)
+        if taken:
+            nodes = {**taken, **nodes}
+        present = self._present(nodes)
+        new = [(a, d) for a, d in nodes.items() if a not in present]
         if not new and not refs:
-            staged.clear()
+            self._unstage(taken)
             return
         for address, data in new:
             if len(data) > MAX_NODE_SIZE:
                 raise StoreError(f"node {address.hex()} is larger than {MAX_NODE_SIZE} bytes")
         w = self.writer
         if w is not None and (
-            w.broken or w.end >= self.segment_size or len(w.entries) >= self.segment_records
+            w.broken or w.end >= self.segment_size or w.count >= self.segment_records
         ):
             self.seal_own()
             w = None
         if w is None:
             w = self._new_segment()
         start = w.end if w.end else len(SEGMENT_MAGIC_2)
-        data, entries = _encode_batch(new, start, refs)
+        parts, size, entries = _encode_batch(new, start, refs)
         if not w.end:
-            data = SEGMENT_MAGIC_2 + data
+            parts.insert(0, SEGMENT_MAGIC_2)
+            size += len(SEGMENT_MAGIC_2)
         try:
-            _pwrite_all(w.fd, data, w.end)
+            _pwritev_all(w.fd, parts, w.end)
             self._sync_fd(w.fd)
             if not w.dir_synced:
                 self._sync_dir(self.nodes_dir)
@@ -883,15 +1158,16 @@ class _Core:
             # Whatever reached the file after w.end is not acknowledged; never append after it.
             w.broken = True
             raise StoreError(f"{self._where()}: cannot write nodes: {exc}") from exc
-        w.end += len(data)
-        w.entries.extend(entries)
+        w.end += size
+        w.idx += _pack_entries(entries)
+        w.count += len(entries)
         self._add_entries(w.seg, entries)
-        staged.clear()
+        self._unstage(taken)
         if refs:
             self._note_refs(w.seg.name, [(ref, False) for ref in refs])
         self._count("batches")
         self._count("nodes_written", len(entries))
-        self._count("bytes_written", len(data))
+        self._count("bytes_written", size)
 
     def _new_segment(self) -> _Writer:
         self._seq += 1
@@ -906,7 +1182,7 @@ class _Core:
             os.close(fd)
             _unlink_quietly(tmp)
             raise
-        seg = _Segment(next(self._ids), name, sealed=False)
+        seg = _Segment(self._new_id(), name, sealed=False)
         self._register(seg)
         self.writer = _Writer(seg, fd)
         self._count("segments_created")
@@ -926,7 +1202,7 @@ class _Core:
                 self.segments.pop(w.seg.name, None)
                 self.seg_names.pop(w.seg.id, None)
             else:
-                self._write_idx(w.seg.name, w.entries, w.end)
+                self._write_idx(w.seg.name, w.idx, w.end)
                 w.seg.sealed = True
             self.seg_refs.pop(w.seg.name, None)
         finally:
@@ -1001,11 +1277,11 @@ class _Core:
         is renamed into place before the segment, so the segment is sealed when it appears."""
         self._seq += 1
         name = f"{self.writer_id}-{self._seq:06d}.seg"
-        body, entries = _encode_batch(nodes, len(SEGMENT_MAGIC))
-        data = SEGMENT_MAGIC + body
+        parts, size, entries = _encode_batch(nodes, len(SEGMENT_MAGIC))
+        parts.insert(0, SEGMENT_MAGIC)
         tmp = os.path.join(self.nodes_dir, TMP_PREFIX + name)
-        self._write_durably(tmp, data)
-        self._write_idx(name, entries, len(data), sync_dir=False)
+        self._write_durably(tmp, parts)
+        self._write_idx(name, _pack_entries(entries), size + len(SEGMENT_MAGIC), sync_dir=False)
         os.rename(tmp, os.path.join(self.nodes_dir, name))
         self._count("segments_created")
 
@@ -1182,6 +1458,12 @@ class _Core:
                 self.lock_fd = -1
 
 
+def _close_all(fds: dict[str, int | None]) -> None:
+    for fd in fds.values():
+        if fd is not None:
+            os.close(fd)
+
+
 def _unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
@@ -1279,6 +1561,13 @@ class FileStore:
     def __repr__(self) -> str:
         return f"FileStore({self.url!r})"
 
+    @property
+    def index_bytes(self) -> int:
+        """Bytes held by the in-memory index: the table (~21 bytes a node stored) and the
+        entries of this object's unsealed segment (45 bytes a node, until it is sealed)."""
+        writer = self._core.writer
+        return self._core.table.nbytes + (len(writer.idx) if writer is not None else 0)
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosed(f"store {self.url} is closed")
@@ -1287,24 +1576,18 @@ class FileStore:
 
     def _locate(
         self, addresses: list[bytes]
-    ) -> tuple[list[tuple[bytes, str | None, int, int]], list[bytes]]:
-        core = self._core
-        index, names = core.index, core.seg_names
-        found: list[tuple[bytes, str | None, int, int]] = []
+    ) -> tuple[list[tuple[bytes, list[tuple[str | None, int]]]], list[bytes]]:
+        """Candidate records of each address (confirmed by the read), and the addresses
+        that have none."""
+        locate = self._core.locate
+        found: list[tuple[bytes, list[tuple[str | None, int]]]] = []
         absent: list[bytes] = []
         for address in addresses:
-            packed = index.get(address)
-            if packed is None:
-                absent.append(address)
+            places = locate(address)
+            if places:
+                found.append((address, places))
             else:
-                found.append(
-                    (
-                        address,
-                        names.get(packed >> _SEG_SHIFT),
-                        (packed >> _OFF_SHIFT) & _OFF_MASK,
-                        packed & _LEN_MASK,
-                    )
-                )
+                absent.append(address)
         return found, absent
 
     async def _refresh(self, seen_epoch: int | None = None) -> None:
@@ -1372,19 +1655,26 @@ class FileStore:
     async def missing(self, addresses: Iterable[bytes]) -> set[bytes]:
         self._check_open()
         epoch = self._epoch
-        index = self._core.index
-        absent: list[bytes] = []
+        wanted: list[bytes] = []
         for address in addresses:
             if not is_address(address):
                 check_address(address)  # raises
-            if address not in index:
-                absent.append(address)
-        if absent:
-            await self._refresh(epoch)
-            index = self._core.index
-            absent = [a for a in absent if a not in index]
+            wanted.append(address)
+        wanted = list(dict.fromkeys(wanted))
+        # Addresses without a candidate are absent without I/O; candidates are confirmed
+        # by reading their record headers.
+        core = self._core
+        absent: list[bytes] = []
+        maybe: list[bytes] = []
+        for address in wanted:
+            (maybe if core.table.find(address) else absent).append(address)
+        if maybe:
+            absent += await _offload(self._where, core.absent, maybe)
         else:
             await anyio.lowlevel.checkpoint()
+        if absent:
+            await self._refresh(epoch)
+            absent = await _offload(self._where, core.absent, absent)
         return set(absent)
 
     async def list_addresses(self) -> set[bytes]:
