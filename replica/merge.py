@@ -380,6 +380,13 @@ class _Merger:
             out.extend(batch)
         return out
 
+    async def _scan_one(self, root: bytes, prefix: bytes) -> bool:
+        """Does any key start with ``prefix``?"""
+        async for batch in Tree(self.nodes, root).scan(prefix, prefix_end(prefix)):
+            if batch:
+                return True
+        return False
+
     async def _entries(self, root: bytes, e_a: bytes) -> dict[bytes, bytes]:
         n = len(e_a)
         return {k[n:]: v for k, v in await self._scan(root, e_a)}
@@ -393,6 +400,8 @@ class _Merger:
         # 1. history: the union, and which (e, a) either side changed
         only_ours: set[bytes] = set()
         only_theirs: set[bytes] = set()
+        ours_side: set[bytes] = set()  # (e, a) with history only we have
+        theirs_side: set[bytes] = set()  # (e, a) with history only they have
         touched: dict[bytes, str] = {}
         add_h: list[tuple[bytes, bytes]] = []
         async for batch in tree_diff(
@@ -403,10 +412,12 @@ class _Merger:
                 touched[e_a] = a
                 if old is None:
                     only_theirs.add(key)
+                    theirs_side.add(e_a)
                     assert new is not None
                     add_h.append((key, new))
                 elif new is None:
                     only_ours.add(key)
+                    ours_side.add(e_a)
         async for batch in tree_diff(
             Tree(nodes, ours_roots["eavt"]), Tree(nodes, theirs.roots["eavt"])
         ):
@@ -448,10 +459,22 @@ class _Merger:
             if a in SCHEMA_ATTRS:
                 schema_entities.add(e_a[:16])
             many = attr.many
+            one_sided = not attr.no_history and (e_a in ours_side) != (e_a in theirs_side)
+            if one_sided and e_a in ours_side:
+                # only we changed it: the union of histories is ours, so is the value
+                if attr.unique:
+                    unique_checks.extend(
+                        (a, vk) for vk in await self._entries(ours_roots["eavt"], e_a)
+                    )
+                continue
             ours = await self._entries(ours_roots["eavt"], e_a)
             their = await self._entries(theirs.roots["eavt"], e_a)
             rule = None
-            if attr.no_history:
+            if one_sided:
+                # only they changed it: their value is the union's
+                merged = dict(their)
+                base = ours
+            elif attr.no_history:
                 base = await self._entries(await base_root(), e_a)
                 merged = self._three_way(base, ours, their, many)
                 rule = RULE_NO_HISTORY
@@ -472,7 +495,7 @@ class _Merger:
             elif ours != base and their != base and set(ours) != set(their):
                 merged, rule = await self._resolve(e_a, a, attr, base, ours, their, merged, rule)
                 self._conflict(e_a, a, many, base, ours, their, merged, rule)
-            if not many and not attr.no_history:
+            if not many and not attr.no_history and not one_sided:
                 # values that lost (held by a side, not kept, and not retracted by anyone)
                 # are retracted by the merge in history, so time travel shows the result
                 named = {(o[0], t) for o in ops if not o[2] for t in _tags(o[3])}
@@ -511,6 +534,8 @@ class _Merger:
         the unification did with the rest (so the result does not depend on merge order)."""
         edits = _Edits()
         alias_ab = attr_bytes(ALIAS_ATTR)
+        if not await self._scan_one(self.roots["aevt"], alias_ab):
+            return  # no entity was ever unified into another
         for eb in sorted({e_a[:16] for e_a, a in touched.items() if a != ALIAS_ATTR}):
             into = await self._entries(self.roots["eavt"], eb + alias_ab)
             if not into:
