@@ -12,9 +12,11 @@ pulls. Methodology as bench.js: warm up, then samples that each run the operatio
 sample time is used up; the figure is the median ms per operation. ``--quick`` uses bench.js's
 ``QUICK=1`` times (0.2 s warm-up, 3 samples of 0.1 s) on both sides.
 
-Each store (``mem://`` and a ``file://`` temp dir) is loaded, then opened again by a fresh
-connection, so the file figures are those of a warm node cache read from disk, not of the cache
-the writes left. Every result size is checked against DataScript's; a query whose size differs
+The benchmarks run one at a time on every engine back to back (DataScript, then replica on
+each store), so that each ratio compares figures taken within seconds of each other, also when
+the machine's load changes. Each database is loaded into each store (``mem://`` and a
+``file://`` temp dir) when first needed, then opened again by a fresh connection, so the file
+figures are those of a warm node cache read from disk, not of the cache the writes left. Every result size is checked against DataScript's; a query whose size differs
 is reported as MISMATCH and the exit status is 1. Targets (issue 4): replica/DataScript <= 0.5
 on the memory store, <= 0.75 (1.5x that) on the file store.
 """
@@ -400,57 +402,58 @@ async def load(url: str, data: Data, key: str) -> tuple[float, int]:
         return time.perf_counter() - t0, len(report.tx_data)
 
 
-async def run_store(
-    kind: str,
-    selected: list[Bench],
-    data: Data,
-    timing: Timing,
-    cache_mb: int,
-    tmp: Path,
-) -> dict[str, Any]:
-    """Load every database the selected benchmarks need into a ``kind`` store, open each
-    again with a fresh connection, and measure the benchmarks on it."""
-    out: dict[str, Any] = {"load": {}, "benches": {}}
-    conns: list[replica.Connection] = []
-    dbs: dict[str, replica.DB] = {}
-    urls: list[str] = []
-    try:
-        for b in selected:
-            if b.db not in dbs:
-                url = store_url(kind, tmp, b.db)
-                urls.append(url)
-                took, datoms = await load(url, data, b.db)
-                out["load"][b.db] = {"seconds": took, "tx_datoms": datoms}
-                print(
-                    f"  {kind}: loaded {b.db}: {datoms} datoms (tx included) in {took:.2f} s",
-                    file=sys.stderr,
-                )
-                conn = await replica.connect(url, cache_bytes=cache_mb << 20)
-                conns.append(conn)
-                dbs[b.db] = conn.db
-            op = b.make(data)
-            db = dbs[b.db]
-            try:
-                size = await (b.check(data) if b.check else op)(db)
-                r = await measure(op, db, timing)
-            except Exception as exc:
-                out["benches"][b.name] = {"error": f"{type(exc).__name__}: {exc}"}
-                print(f"  {kind}: {b.name}: ERROR {type(exc).__name__}: {exc}", file=sys.stderr)
-                continue
-            r["result"] = size
-            out["benches"][b.name] = r
+class StoreRun:
+    """The benchmarks on one kind of store: each database a benchmark needs is loaded into a
+    ``kind`` store when first needed, then opened again with a fresh connection (so a file
+    store is read from disk into a cold node cache, warmed by the warm-up), and closed once no
+    later benchmark needs it."""
+
+    def __init__(self, kind: str, data: Data, cache_mb: int, tmp: Path) -> None:
+        self.kind = kind
+        self.data = data
+        self.cache_mb = cache_mb
+        self.tmp = tmp
+        self.out: dict[str, Any] = {"load": {}, "benches": {}}
+        self.conns: dict[str, tuple[str, replica.Connection]] = {}
+
+    async def db(self, key: str) -> replica.DB:
+        if key not in self.conns:
+            url = store_url(self.kind, self.tmp, key)
+            took, datoms = await load(url, self.data, key)
+            self.out["load"][key] = {"seconds": took, "tx_datoms": datoms}
             print(
-                f"  {kind}: {b.name:<20} {r['median_ms']:10.3f} ms  result={size}",
+                f"  {self.kind}: loaded {key}: {datoms} datoms (tx included) in {took:.2f} s",
                 file=sys.stderr,
-                flush=True,
             )
-    finally:
-        for conn in conns:
+            conn = await replica.connect(url, cache_bytes=self.cache_mb << 20)
+            self.conns[key] = (url, conn)
+        return self.conns[key][1].db
+
+    async def run(self, b: Bench, timing: Timing) -> None:
+        op = b.make(self.data)
+        db = await self.db(b.db)
+        try:
+            size = await (b.check(self.data) if b.check else op)(db)
+            r = await measure(op, db, timing)
+        except Exception as exc:
+            self.out["benches"][b.name] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"  {self.kind}: {b.name}: ERROR {type(exc).__name__}: {exc}", file=sys.stderr)
+            return
+        r["result"] = size
+        self.out["benches"][b.name] = r
+        print(
+            f"  {self.kind}: {b.name:<20} {r['median_ms']:10.3f} ms  result={size}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def drop(self, keep: set[str]) -> None:
+        """Close the databases not in ``keep``."""
+        for key in [k for k in self.conns if k not in keep]:
+            url, conn = self.conns.pop(key)
             await conn.aclose()
-        if kind == "mem":  # named memory stores live as long as the process: free them
-            for url in urls:
+            if self.kind == "mem":  # named memory stores live as long as the process
                 await replica.delete_database(url)
-    return out
 
 
 # ------------------------------------------------------------------------------------ table
@@ -573,21 +576,38 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
     }  # fmt: skip
     ds: dict[str, Any] = {}
-    if not args.no_reference:
-        print(f"DataScript-JS: {len(names)} benchmarks ...", file=sys.stderr, flush=True)
-        ds_report = run_datascript(names, args.quick)
-        ds = ds_report["benches"]
-        report["datascript"] = {
-            k: ds_report.get(k) for k in ("engine", "node", "cpu", "cores", "datoms")
-        }
-        print(f"  {ds_report.get('engine')} node {ds_report.get('node')}", file=sys.stderr)
     stores: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="replica-querybench-") as tmpdir:
-        for kind in kinds:
-            print(f"replica {kind} store ...", file=sys.stderr, flush=True)
-            stores[kind] = await run_store(
-                kind, selected, data, timing, args.cache_mb, Path(tmpdir)
-            )
+        runs = [StoreRun(kind, data, args.cache_mb, Path(tmpdir)) for kind in kinds]
+        try:
+            # one benchmark at a time on every engine, back to back: on a machine whose load
+            # changes, each ratio compares figures taken within seconds of each other
+            for i, b in enumerate(selected):
+                print(f"{b.name} ...", file=sys.stderr, flush=True)
+                if not args.no_reference:
+                    ds_report = run_datascript([b.name], args.quick)
+                    ds.update(ds_report["benches"])
+                    if "datascript" not in report:
+                        report["datascript"] = {
+                            k: ds_report.get(k)
+                            for k in ("engine", "node", "cpu", "cores", "datoms")
+                        }
+                    got = ds_report["benches"].get(b.name, {})
+                    print(
+                        f"  datascript: {b.name:<14} {got.get('median_ms', float('nan')):10.3f}"
+                        f" ms  result={got.get('result')}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                for run in runs:
+                    await run.run(b, timing)
+                later = {x.db for x in selected[i + 1 :]}
+                for run in runs:
+                    await run.drop(later)
+        finally:
+            for run in runs:
+                await run.drop(set())
+        stores = {run.kind: run.out for run in runs}
     rows, problems = compare(selected, stores, ds)
     report["stores"] = kinds
     report["load"] = {kind: rep["load"] for kind, rep in stores.items()}

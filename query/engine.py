@@ -23,12 +23,16 @@ A range predicate on the value of a pattern whose attribute is constant (``[?e :
 synchronous Python: the evaluator awaits only at the source's index seeks.
 
 Rules: a rule that does not call itself (directly or through others) is expanded in place like
-an ``or-join``; recursive rules are computed bottom-up by semi-naive iteration (each round
-joins only the facts new in the previous round) to a fixpoint, then joined with the call.
+an ``or-join``. A recursive rule called with bound arguments is evaluated top down from their
+values (magic-set style, ``Evaluator._demand_fixpoint``), so its body may use what only the
+caller binds; called with nothing bound, it is computed bottom up. Both iterate semi-naively
+(each round joins only the facts new in the previous round) to a fixpoint, then join the
+result with the call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -251,8 +255,10 @@ class Stats:
 class Ctx:
     __slots__ = (
         "default",
+        "demand",
         "depth",
         "eid_vars",
+        "estimates",
         "fresh",
         "rels",
         "rule_rels",
@@ -277,12 +283,19 @@ class Ctx:
         self.fresh = fresh
         self.eid_vars: set[str] = set()  # variables known to hold entity ids
         self.default = "$"
+        # index estimates of the query's patterns, shared by every sub-evaluation
+        self.estimates: dict[tuple[Any, ...], int] = {}
+        # inside a demand-driven evaluation of a recursive group: its state, and the id of
+        # the call clause that reads only the facts new in the last round (or None)
+        self.demand: tuple[_Demand, int | None] | None = None
 
     def child(self) -> Ctx:
         c = Ctx(self.sources, self.rules, self.stats, self.fresh)
         c.depth = self.depth + 1
         c.default = self.default
         c.rule_rels = self.rule_rels
+        c.demand = self.demand  # a recursive call inside or / and reads the same state
+        c.estimates = self.estimates
         return c
 
     def bound(self) -> set[str]:
@@ -396,7 +409,7 @@ class Evaluator:
         self.ctx = ctx
         self.last_how = ""
         self.last_estimate: float | None = None
-        self._estimates: dict[tuple[Any, ...], int] = {}
+        self._estimates = ctx.estimates
 
     async def run(self, clauses: Sequence[Clause], keep: Iterable[str] | None = None) -> None:
         """Run ``clauses``. With ``keep`` (the variables the caller needs afterwards), a
@@ -1071,9 +1084,13 @@ class Evaluator:
         for name, value in consts:
             ctx.add(Rel((name,), [(value,)]))
         if c.name in _recursive_rules(ctx.rules):
-            rel = await self._fixpoint(c.name, src)
-            renamed = _columns(call_vars, rel.rows)
-            ctx.add(renamed)
+            demand = ctx.demand
+            facts: Iterable[Row]
+            if demand is not None and c.name in demand[0].group:
+                facts = demand[0].lookup(ctx, c, call_vars, demand[1])
+            else:
+                facts = await self._recursive_call(c.name, src, call_vars)
+            ctx.add(_columns(call_vars, list(facts)))
         else:
             # expand like an or-join over the call's variables
             alts = tuple(And(_rename_branch(b, call_vars, ctx.fresh)) for b in branches)
@@ -1101,6 +1118,106 @@ class Evaluator:
                     r = Rel((), [()] if r.rows else [])
             new.append(r)
         ctx.rels = new
+
+    async def _recursive_call(self, name: str, src: Any, call_vars: list[str]) -> Iterable[Row]:
+        """The facts of recursive rule ``name`` that a call with ``call_vars`` needs: with
+        some arguments bound (variables bound here, constants), only those reachable from
+        the bound values (:meth:`_demand_fixpoint`); else the whole relation."""
+        ctx = self.ctx
+        bpos = _demand_positions(ctx, call_vars)
+        if bpos and f"{name}\x00{id(src)}" not in ctx.rule_rels:
+            group = _rule_group(ctx.rules, name)
+            if _demand_safe(ctx.rules, group):
+                seed = _seed(ctx, call_vars, bpos)
+                return await self._demand_fixpoint(name, src, bpos, seed, group)
+        return (await self._fixpoint(name, src)).rows
+
+    async def _demand_fixpoint(
+        self, name: str, src: Any, bpos: tuple[int, ...], seed: set[Row], group: set[str]
+    ) -> set[Row]:
+        """Facts of ``name`` (in recursive ``group``) for the call whose arguments at
+        ``bpos`` take the values of ``seed``: a demand-driven (magic-set) semi-naive
+        evaluation. A *demand* is a rule, the argument positions bound by its caller and
+        their values. Each branch of a demanded rule runs with its head variables at those
+        positions bound to the demanded values, so its clauses see what the caller bound
+        (a predicate or function on a head variable works, and only what is reachable from
+        those values is derived); a recursive call inside registers the demand of its own
+        bound arguments and reads the facts found so far. Rounds repeat until neither new
+        facts nor new demands appear; each round runs a branch on the new demands with
+        all facts, and on the older demands with one recursive call reading only the facts
+        new in the last round."""
+        ctx = self.ctx
+        drv = _Demand(group)
+        drv.new_demand[(name, bpos)] = set(seed)
+        rules = ctx.rules
+        while True:
+            fresh: dict[tuple[str, tuple[int, ...]], set[Row]] = {}
+            for key, tuples in drv.new_demand.items():
+                known = drv.demand.setdefault(key, set())
+                tuples -= known
+                if tuples:
+                    fresh[key] = tuples
+                    known |= tuples
+            drv.new_demand = {}
+            if not fresh and not any(drv.delta.values()):
+                break
+            new: dict[str, set[Row]] = {r: set() for r in group}
+            for (rname, b), known in list(drv.demand.items()):
+                got = fresh.get((rname, b))
+                old = known - got if got else known
+                for branch in rules[rname]:
+                    if _nested_calls(branch.clauses) & group:
+                        # a call inside or / and: naively, every round, on everything so far
+                        new[rname] |= await self._demand_branch(branch, b, known, None, drv, src)
+                        continue
+                    if got:
+                        new[rname] |= await self._demand_branch(branch, b, got, None, drv, src)
+                    if not old:
+                        continue
+                    for i, cl in enumerate(branch.clauses):
+                        if isinstance(cl, RuleCall) and cl.name in group and drv.delta[cl.name]:
+                            new[rname] |= await self._demand_branch(branch, b, old, i, drv, src)
+            for r in group:
+                new[r] -= drv.facts[r]
+                drv.facts[r] |= new[r]
+            drv.delta = new
+        return drv.facts[name]
+
+    async def _demand_branch(
+        self,
+        branch: RuleBranch,
+        bpos: tuple[int, ...],
+        seed: set[Row],
+        delta_pos: int | None,
+        drv: _Demand,
+        src: Any,
+    ) -> set[Row]:
+        """One branch's facts for the demanded head values ``seed`` (at ``bpos``); the call
+        at ``delta_pos`` (if any) reads only the facts new in the last round."""
+        ctx = self.ctx
+        sub = ctx.child()
+        sub.sources = {**ctx.sources, "$": src}
+        sub.default = "$"
+        head = [v.name for v in branch.head]
+        clauses = list(branch.clauses)
+        marker: int | None = None
+        if delta_pos is not None:
+            cl = clauses[delta_pos]
+            assert isinstance(cl, RuleCall)
+            clauses[delta_pos] = copy = RuleCall(cl.src, cl.name, cl.args)
+            marker = id(copy)
+        sub.demand = (drv, marker)
+        sub.add(_columns([head[i] for i in bpos], list(seed)))
+        await Evaluator(sub).run(clauses, head)
+        if sub.is_empty():
+            return set()
+        got = sub.collapse(head)
+        missing = [v for v in head if v not in got.vars]
+        if missing:
+            raise QueryError(
+                f"Insufficient bindings: {', '.join(missing)} not bound in rule", branch.name
+            )
+        return set(got.project(head))
 
     async def _fixpoint(self, name: str, src: Any) -> Rel:
         """The full relation of recursive rule ``name`` (and the rules of its cycle)."""
@@ -1193,6 +1310,90 @@ class Evaluator:
                 f"Insufficient bindings: {', '.join(missing)} not bound in rule", branch.name
             )
         return set(got.project(head))
+
+
+class _Demand:
+    """The state of one demand-driven evaluation (``Evaluator._demand_fixpoint``)."""
+
+    __slots__ = ("delta", "demand", "facts", "group", "new_demand")
+
+    def __init__(self, group: set[str]) -> None:
+        self.group = group
+        self.facts: dict[str, set[Row]] = {r: set() for r in group}
+        self.delta: dict[str, set[Row]] = {r: set() for r in group}
+        #: (rule, bound argument positions) -> the demanded values of those arguments
+        self.demand: dict[tuple[str, tuple[int, ...]], set[Row]] = {}
+        self.new_demand: dict[tuple[str, tuple[int, ...]], set[Row]] = {}
+
+    def lookup(self, ctx: Ctx, c: RuleCall, call_vars: list[str], delta_at: int | None) -> set[Row]:
+        """A call of a rule of the group from one of its branches: record the demand of its
+        bound arguments, and answer with the facts known (the last round's new facts only,
+        for the call ``delta_at``)."""
+        bpos = _demand_positions(ctx, call_vars)
+        key = (c.name, bpos)
+        seed = _seed(ctx, call_vars, bpos)
+        known = self.demand.get(key)
+        if known:
+            seed -= known
+        if seed:
+            self.new_demand.setdefault(key, set()).update(seed)
+        return self.delta[c.name] if delta_at == id(c) else self.facts[c.name]
+
+
+_SEED_LIMIT = 100_000
+
+
+def _demand_positions(ctx: Ctx, call_vars: list[str]) -> tuple[int, ...]:
+    """The positions of a call's arguments bound in ``ctx``, whose values become a demand.
+    Bound variables that live in different relations would make the demand their product:
+    past ``_SEED_LIMIT`` rows, only the relation binding the most arguments (and one-row
+    relations, such as constants) count."""
+    rel_of: dict[int, Rel] = {}
+    pos_of: dict[int, list[int]] = {}
+    for i, v in enumerate(call_vars):
+        rel = ctx.rel_of(v)
+        if rel is not None:
+            rel_of[id(rel)] = rel
+            pos_of.setdefault(id(rel), []).append(i)
+    size = 1
+    for rel in rel_of.values():
+        size *= max(len(rel.rows), 1)
+    if size > _SEED_LIMIT:
+        many = [k for k, rel in rel_of.items() if len(rel.rows) > 1]
+        best = max(many, key=lambda k: (len(pos_of[k]), -len(rel_of[k].rows)))
+        pos_of = {k: ps for k, ps in pos_of.items() if k == best or k not in many}
+    return tuple(sorted(i for ps in pos_of.values() for i in ps))
+
+
+def _seed(ctx: Ctx, call_vars: list[str], bpos: tuple[int, ...]) -> set[Row]:
+    """The distinct values of the call arguments at ``bpos`` (bound in ``ctx``)."""
+    if not bpos:
+        return {()}
+    names = [call_vars[i] for i in bpos]
+    return set(ctx.collapse(names).project(names))
+
+
+def _demand_safe(rules: Mapping[str, tuple[RuleBranch, ...]], group: set[str]) -> bool:
+    """Whether a demand-driven evaluation applies to ``group``: no rule of it is called from
+    inside a ``not`` of a branch (negation through recursion is left to the bottom-up
+    evaluation)."""
+
+    def negated(cs: Iterable[Clause], inside: bool) -> bool:
+        for c in cs:
+            if isinstance(c, RuleCall):
+                if inside and c.name in group:
+                    return True
+            elif isinstance(c, Not):
+                if negated(c.clauses, True):
+                    return True
+            elif isinstance(c, And):
+                if negated(c.clauses, inside):
+                    return True
+            elif isinstance(c, Or) and negated(c.branches, inside):
+                return True
+        return False
+
+    return not any(negated(b.clauses, False) for r in group for b in rules[r])
 
 
 def _truthy(x: Any) -> bool:
@@ -1582,10 +1783,30 @@ class Plan:
 
 async def q(query: Any, *inputs: Any, stats: Stats | None = None) -> Any:
     """Run a Datalog query (EDN string or Python data) against the inputs (DB values,
-    collections, scalars, rule sets) and return the result shaped by the find spec."""
-    from query.parser import parse_query
+    collections, scalars, rule sets) and return the result shaped by the find spec.
 
+    ``query`` may also be the map form of a call, ``{:query q :args [inputs] :offset n :limit
+    n}`` (Datomic, Datahike; as EDN text or a dict such as ``{"query": q, "args": [db]}``):
+    ``:args`` are then the inputs (giving inputs both ways is an error), and ``:offset`` /
+    ``:limit`` override the query's own."""
+    from query.parser import parse_query, query_call
+
+    call = query_call(query)
+    if call is not None:
+        query, args, _ = call
+        if args is not None:
+            if inputs:
+                raise QueryError(
+                    "a query map with :args takes no other inputs (pass them in :args)", query
+                )
+            inputs = tuple(args)
     parsed = parse_query(query)
+    if call is not None and call[2]:
+        parsed = dataclasses.replace(
+            parsed,
+            offset=call[2].get("offset", parsed.offset),
+            limit=call[2].get("limit", parsed.limit),
+        )
     ctx = Ctx({}, {}, stats, itertools.count())
     with gc_paused():  # many short row tuples: see query/gcpause.py
         await _bind_inputs(parsed, inputs, ctx)

@@ -106,7 +106,7 @@ from query.edn import loads
 from query.errors import QueryParseError
 from query.types import Keyword, Symbol
 
-__all__ = ["CACHE_SIZE", "parse_query", "parse_rules"]
+__all__ = ["CACHE_SIZE", "parse_query", "parse_rules", "query_call"]
 
 CACHE_SIZE = 1000
 """How many parsed queries (and, separately, rule sets) are kept."""
@@ -858,6 +858,7 @@ class _LRU(Generic[T]):
 
 _QUERIES: _LRU[Query] = _LRU(CACHE_SIZE)
 _RULES: _LRU[Rules] = _LRU(CACHE_SIZE)
+_CALLS: _LRU[bool] = _LRU(CACHE_SIZE)  # query text -> whether it is a {:query ...} call map
 
 
 def _freeze(x: Any) -> Hashable:
@@ -921,6 +922,55 @@ def parse_query(q: Any) -> Query:
     if key is not None:
         _QUERIES.put(key, parsed)
     return parsed
+
+
+_CALL_KEYS = ("query", "args", "offset", "limit")
+
+
+def query_call(q: Any) -> tuple[Any, list[Any] | None, dict[str, int]] | None:
+    """The Datomic / Datahike map form of a query *call*, ``{:query q :args [...] :offset n
+    :limit n}`` (EDN text, or a Python dict whose keys are keywords or plain strings such as
+    ``{"query": ..., "args": [...]}``): ``(q, args or None, {"offset"/"limit": n})``. None for
+    anything else (a query in vector or map form has no ``:query`` key).
+
+    Raises :class:`~query.errors.QueryParseError` for an unknown key, ``:args`` that is not a
+    vector, or an ``:offset`` / ``:limit`` that is not a non-negative integer."""
+    if type(q) is str:
+        if not q.lstrip().startswith("{"):
+            return None
+        if _CALLS.get(q) is False:  # a query in map form, known not to be a call
+            return None
+        got = _query_call(loads(q))
+        _CALLS.put(q, got is not None)
+        return got
+    return _query_call(q)
+
+
+def _query_call(data: Any) -> tuple[Any, list[Any] | None, dict[str, int]] | None:
+    if not isinstance(data, dict):
+        return None
+    names = [_key_name(k) for k in data]
+    if "query" not in names:
+        return None
+    found: dict[str, Any] = {}
+    for (k, v), name in zip(data.items(), names, strict=True):
+        if name not in _CALL_KEYS:
+            raise QueryParseError(
+                "Unknown key in a query map, expected :query, :args, :offset or :limit", k
+            )
+        if name in found:
+            raise QueryParseError(f"Duplicate key :{name} in a query map", data)
+        found[name] = v
+    args = found.get("args")
+    if args is not None and not _is_seq(args):
+        raise QueryParseError(":args of a query map must be a vector of inputs", args)
+    extras: dict[str, int] = {}
+    for name in ("offset", "limit"):
+        if found.get(name) is not None:
+            n = _Parser().count(found, name)
+            assert n is not None
+            extras[name] = n
+    return found["query"], None if args is None else list(args), extras
 
 
 def parse_rules(r: Any) -> Rules:

@@ -489,6 +489,11 @@ class _Run:
         self.info: dict[str, AttrInfo | None] = {}
         self.created: list[_Node] = []
         self._plain: dict[int, bool] = {}
+        #: attribute reached through ``*`` -> (its PullAttr, result key, plain)
+        self._wild: dict[str, tuple[PullAttr, Any, bool]] = {}
+        #: an entity's datoms by attribute, in one seek and cached (``DBSource.entity_attrs``),
+        #: if the source has that shortcut
+        self._entity_attrs = getattr(src, "entity_attrs", None)
 
     def plain(self, attr: PullAttr) -> bool:
         """A cardinality-one, non-ref attribute without xform: its value goes in as is."""
@@ -583,51 +588,96 @@ class _Run:
     async def level(self, wave: list[_Node]) -> list[_Node]:
         """Read every node of one level; return the nodes of the next."""
         src = self.src
-        need: dict[str, set[int]] = {}
-        whole: dict[int, dict[str, list[DatomTuple]]] = {}
+        whole: dict[int, Mapping[str, Sequence[DatomTuple]]] = {}
+        # the nodes of each (non-wildcard) pattern: their attributes are read together
+        groups: dict[int, tuple[PullPattern, list[int]]] = {}
+        entity_attrs = self._entity_attrs
         for n in wave:
-            if n.pattern.wildcard:
+            p = n.pattern
+            if p.wildcard:
                 if n.eid not in whole:
+                    if entity_attrs is not None and type(n.eid) is int:
+                        whole[n.eid] = await entity_attrs(n.eid)
+                        continue
                     grouped: dict[str, list[DatomTuple]] = {}
                     for d in await src.search(e=n.eid):
                         if d[4]:
-                            grouped.setdefault(d[1], []).append(d)
+                            lst = grouped.get(d[1])
+                            if lst is None:
+                                grouped[d[1]] = [d]
+                            else:
+                                lst.append(d)
                     whole[n.eid] = grouped
             else:
-                for a in n.pattern.names:
-                    need.setdefault(a, set()).add(n.eid)
+                g = groups.get(id(p))
+                if g is None:
+                    groups[id(p)] = (p, [n.eid])
+                else:
+                    g[1].append(n.eid)
+        need: dict[str, set[int]] = {}
+        for p, es in groups.values():
+            for a in p.names:
+                got = need.get(a)
+                if got is None:
+                    need[a] = set(es)
+                else:
+                    got.update(es)
         by_attr: dict[str, Mapping[int, Sequence[DatomTuple]]] = {}
-        for a, es in need.items():
-            if len(es) == 1:
-                (e,) = es
+        for a, ess in need.items():
+            if len(ess) == 1:
+                (e,) = ess
                 by_attr[a] = {e: await src.search(e=e, a=a)}
             else:
-                by_attr[a] = await src.search_es(a, sorted(es))
+                by_attr[a] = await src.search_es(a, sorted(ess))
+        # per pattern: (attr, key, its datoms by entity or None for db/id, plain)
+        columns: dict[int, list[tuple[PullAttr, Any, Any, bool]]] = {
+            key: [
+                (attr, attr.key, None if attr.is_db_id else by_attr[attr.name],
+                 not attr.is_db_id and self.plain(attr))
+                for attr in p.attrs
+            ]
+            for key, (p, _) in groups.items()
+        }  # fmt: skip
         out: list[_Node] = []
         empty: Sequence[DatomTuple] = ()
         for n in wave:
             p = n.pattern
             if p.wildcard:
                 mine = whole[n.eid]
-                for attr in p.attrs:
-                    if attr.is_db_id:
-                        self.set(n.acc, attr, n.eid)
-                    else:
-                        self.put(n, attr, mine.get(attr.name, empty), out)
-                for a, ds in mine.items():
-                    if a not in p.names:
-                        self.put(n, _wild_attr(a), ds, out)
-            else:
                 acc = n.acc
                 for attr in p.attrs:
                     if attr.is_db_id:
                         self.set(acc, attr, n.eid)
-                        continue
-                    got = by_attr[attr.name].get(n.eid, empty)
-                    if got and self.plain(attr):
-                        acc[attr.key] = got[0][2]  # the common case, without put's checks
                     else:
-                        self.put(n, attr, got, out)
+                        self.put(n, attr, mine.get(attr.name, empty), out)
+                names = p.names
+                wild = self._wild
+                for a, ds in mine.items():
+                    if a in names:
+                        continue
+                    w = wild.get(a)
+                    if w is None:
+                        wa = _wild_attr(a)
+                        w = wild[a] = (wa, wa.key, self.plain(wa))
+                    if w[2] and len(ds) == 1:
+                        acc[w[1]] = ds[0][2]  # a plain value, without put's checks
+                    else:
+                        self.put(n, w[0], ds, out)
+            else:
+                acc = n.acc
+                e = n.eid
+                for attr, key, by_e, plain in columns[id(p)]:
+                    if by_e is None:
+                        self.set(acc, attr, e)
+                        continue
+                    got = by_e.get(e)
+                    if got:
+                        if plain:
+                            acc[key] = got[0][2]  # the common case, without put's checks
+                        else:
+                            self.put(n, attr, got, out)
+                    else:
+                        self.put(n, attr, empty, out)
             for attr in p.reverse:
                 await self.put_reverse(n, attr, out)
         return out

@@ -63,7 +63,7 @@ def _decoded(index: str, leaf: Node) -> list[DatomTuple]:
 class DBSource:
     """``DatomSource`` over one ``DB`` value (see the module docstring)."""
 
-    __slots__ = ("_attrs", "_direct", "db", "entity_maps", "nodes")
+    __slots__ = ("_attrs", "_counts", "_direct", "_groups", "db", "entity_maps", "nodes")
 
     def __init__(self, db: DB) -> None:
         self.db = db
@@ -75,6 +75,10 @@ class DBSource:
         #: entity id -> its attributes as ``replica.Entity`` reads them (replica/db.py
         #: ``_entity_map``): valid as long as this source, whose DB value never changes
         self.entity_maps: dict[int, dict[str, Any]] = {}
+        #: entity id -> its asserted datoms by attribute (``entity_attrs``)
+        self._groups: dict[int, dict[str, list[DatomTuple]]] = {}
+        #: (e, a, v) -> estimate: index counts never change in one DB value
+        self._counts: dict[tuple[Any, ...], int] = {}
 
     @property
     def is_history(self) -> bool:
@@ -209,6 +213,27 @@ class DBSource:
     async def _prefix(self, index: str, prefix: bytes) -> list[DatomTuple]:
         return await self._range(index, prefix, prefix_end(prefix))
 
+    async def entity_attrs(self, e: int) -> Mapping[str, Sequence[DatomTuple]]:
+        """The asserted datoms of entity ``e`` by attribute, in index order (one EAVT seek,
+        kept for this DB value: at most 65,536 entities, the oldest dropped first). Shared:
+        never to be changed by the caller."""
+        got = self._groups.get(e)
+        if got is not None:
+            return got
+        grouped: dict[str, list[DatomTuple]] = {}
+        for d in await self.entity_datoms(e):
+            if d[4]:
+                lst = grouped.get(d[1])
+                if lst is None:
+                    grouped[d[1]] = [d]
+                else:
+                    lst.append(d)
+        groups = self._groups
+        if len(groups) >= 1 << 16:
+            del groups[next(iter(groups))]
+        groups[e] = grouped
+        return grouped
+
     async def entity_datoms(self, e: int) -> Sequence[DatomTuple]:
         """``search(e=e)``: every datom of entity ``e`` (one EAVT seek)."""
         if not self._direct or type(e) is not int or not 0 <= e < MAX_EID:
@@ -320,7 +345,7 @@ class DBSource:
                     out[e] = found
             return out
         ab = attr_bytes(a)
-        total = await self.db._trees["aevt"].count_range(ab, prefix_end(ab))
+        total = await self.estimate(None, a)
         if len(es) * 32 < total:  # few entities: one index seek each
             for e in es:
                 found = await self._prefix("eavt", eid_bytes(e) + ab)
@@ -395,6 +420,20 @@ class DBSource:
         ]  # fmt: skip
 
     async def estimate(self, e: int | None = None, a: str | None = None, v: Any = None) -> int:
+        try:
+            key = (e, a, v, type(v))
+            return self._counts[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value
+            return await self._estimate(e, a, v)
+        n = await self._estimate(e, a, v)
+        if len(self._counts) > 4096:
+            self._counts.clear()
+        self._counts[key] = n
+        return n
+
+    async def _estimate(self, e: int | None, a: str | None, v: Any) -> int:
         if a is not None and a.startswith(":"):
             a = a[1:]
         try:

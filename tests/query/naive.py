@@ -7,17 +7,24 @@ small subset of the language the slowest obvious way:
   rule set (EDN text or data), ``?x`` a scalar;
 * ``:find ?a ?b ...`` (relation find only) returns a set of tuples;
 * a conjunction is evaluated on a list of substitutions (dicts from variable to value): first its
-  generators in the written order -- a data pattern ``[e a v]`` (1 to 3 terms) scans every
-  tuple of ``$`` for every substitution; ``or`` is the union of its branches; ``or-join`` runs
-  each branch on the substitution cut down to the join variables and keeps only those from the
-  result; a rule call matches every fact computed for the rule -- then its filters, which by then
-  have all their variables bound: predicates ``< > <= >= = != not=`` and ``not`` / ``not-join``
-  (keep the substitution when the body has no solution; ``not-join`` cuts the substitution down
-  to its variables first);
-* rules are computed before the query, bottom up by naive iteration: evaluate every rule body
-  from scratch on the facts of the previous round, until a round adds nothing. Only positive
-  recursion is sound here (a ``not`` in a rule body may not call rules). Required head variables
-  (``(name [?x] ?y)``) are read as plain ones: bottom up, nothing needs them bound;
+  generators -- the data patterns in the written order, then the others in the written order,
+  except that a rule call (or ``or-join``) waits for the generators binding its required
+  variables -- a data pattern ``[e a v]`` (1 to 3 terms) scans every tuple of ``$`` for every
+  substitution; ``or`` is the union of its branches; ``or-join`` runs each branch on the
+  substitution cut down to the join variables and keeps only those from the result; a rule call
+  matches the answers of its *subgoal* (below) -- then its filters, which by then have all their
+  variables bound: predicates ``< > <= >= = != not=`` and ``not`` / ``not-join`` (keep the
+  substitution when the body has no solution; ``not-join`` cuts the substitution down to its
+  variables first);
+* rules are answered top down with tables, by naive iteration: a call with the values its
+  arguments have at that point (constants, variables already bound) is a subgoal ``(rule,
+  bound positions and values)``; a subgoal's answers are the head tuples of every body of the
+  rule evaluated from scratch with the head variables at those positions bound to those values,
+  calls inside reading the answers of their own subgoals found so far. The query and every
+  subgoal are evaluated again and again until a round finds no new subgoal and no new answer.
+  So a rule body may use a head variable that only the caller binds (a required ``[?x]`` one),
+  as in DataScript. Only positive recursion is sound here (a ``not`` in a rule body may not
+  call rules);
 * the only concessions to speed: a nested clause (``or``, ``not`` ...) evaluated for many rows
   of a conjunction is evaluated once per distinct binding of its own variables (memo), and a
   pattern's scan for its constants is made once, not once per row.
@@ -34,14 +41,14 @@ from typing import Any
 
 from query.edn import loads
 
-__all__ = ["NaiveError", "q", "rule_facts"]
+__all__ = ["NaiveError", "q"]
 
 # The reader's symbol and keyword types, recovered from the reader itself.
 Symbol = type(loads("s"))
 Keyword = type(loads(":k"))
 
 Row = dict[str, Any]
-Facts = dict[str, set[tuple[Any, ...]]]
+Subgoal = tuple[str, tuple[tuple[int, Any], ...]]
 
 
 class NaiveError(Exception):
@@ -113,8 +120,14 @@ def q(query: Any, *inputs: Any) -> set[tuple[Any, ...]]:
             start[str(spec)] = value
         else:
             raise NaiveError(f"unsupported :in item {spec!r}")
-    facts = rule_facts(rules, datoms) if rules is not None else {}
-    rows = _conj(sections.get("where", []), start, datoms, facts)
+    tables = _Tables(_rule_defs(rules) if rules is not None else [], datoms)
+    where = sections.get("where", [])
+    while True:  # until the query's subgoals are all answered completely
+        tables.changed = False
+        rows = _conj(where, start, datoms, tables)
+        tables.solve()
+        if not tables.changed:
+            break
     out = set()
     for row in rows:
         try:
@@ -127,36 +140,84 @@ def q(query: Any, *inputs: Any) -> set[tuple[Any, ...]]:
 # -- rules -------------------------------------------------------------------------------------
 
 
-def _rule_defs(rules: Any) -> list[tuple[str, list[str], list[Any]]]:
+def _rule_defs(rules: Any) -> list[tuple[str, list[str], int, list[Any]]]:
+    """(name, head variables, how many are required, body) of every rule branch."""
     data = loads(rules) if isinstance(rules, str) else rules
     out = []
     for rule in data:
         head, *body = rule
         name, *args = head
         flat: list[str] = []
-        for a in args:  # (name [?required ...] ?other ...): the brackets do not matter here
+        required = 0
+        for a in args:  # (name [?required ...] ?other ...)
+            if isinstance(a, list):
+                required = len(a)
             flat.extend(str(x) for x in (a if isinstance(a, list) else [a]))
         if not all(x.startswith("?") for x in flat):
             raise NaiveError(f"rule head arguments must be variables: {head!r}")
-        out.append((str(name), flat, body))
+        out.append((str(name), flat, required, body))
     return out
 
 
-def rule_facts(rules: Any, datoms: list[tuple[Any, ...]]) -> Facts:
-    """Every fact of every rule: naive bottom-up iteration to the fixpoint."""
-    defs = _rule_defs(rules)
-    facts: Facts = {name: set() for name, _, _ in defs}
-    while True:
-        new: Facts = {name: set() for name in facts}
-        for name, head, body in defs:
-            for row in _conj(body, {}, datoms, facts):
-                try:
-                    new[name].add(tuple(row[v] for v in head))
-                except KeyError as exc:
-                    raise NaiveError(f"rule {name}: head variable {exc} not bound") from None
-        if new == facts:
-            return facts
-        facts = new
+class _Tables:
+    """The rules, and the answers found so far for every subgoal met (see the module
+    docstring)."""
+
+    def __init__(self, defs: list[tuple[str, list[str], int, list[Any]]], datoms: list[Any]):
+        self.defs: dict[str, list[tuple[list[str], list[Any]]]] = {}
+        self.required: dict[str, int] = {}
+        for name, head, required, body in defs:
+            self.defs.setdefault(name, []).append((head, body))
+            self.required[name] = required
+        self.datoms = datoms
+        self.answers: dict[Subgoal, set[tuple[Any, ...]]] = {}
+        self.changed = False
+
+    def call(self, name: str, args: list[Any], row: Row) -> set[tuple[Any, ...]]:
+        """The answers so far of the subgoal of calling ``name`` with ``args`` in ``row``."""
+        if name not in self.defs:
+            raise NaiveError(f"unknown rule {name}")
+        if any(len(head) != len(args) for head, _ in self.defs[name]):
+            raise NaiveError(f"rule {name} called with {len(args)} arguments")
+        bound = []
+        for i, a in enumerate(args):
+            if _is_var(a):
+                if str(a) in row:
+                    bound.append((i, row[str(a)]))
+            elif not _is_blank(a):
+                bound.append((i, a))
+        goal = (name, tuple(bound))
+        if goal not in self.answers:
+            self.answers[goal] = set()
+            self.changed = True
+        return self.answers[goal]
+
+    def solve(self) -> None:
+        """Evaluate every subgoal again until nothing new appears."""
+        while True:
+            before = self.changed
+            self.changed = False
+            for goal in list(self.answers):
+                name, bound = goal
+                for head, body in self.defs[name]:
+                    # the head variables at the bound positions take the demanded values
+                    start = _unify([Symbol(head[i]) for i, _ in bound], [v for _, v in bound], {})
+                    if start is None:  # (r ?x ?x) demanded with two different values
+                        continue
+                    for row in _conj(body, start, self.datoms, self):
+                        try:
+                            fact = tuple(row[v] for v in head)
+                        except KeyError as exc:
+                            raise NaiveError(
+                                f"rule {name}: head variable {exc} not bound"
+                            ) from None
+                        if fact not in self.answers[goal]:
+                            self.answers[goal].add(fact)
+                            self.changed = True
+            if not self.changed:
+                self.changed = before
+                return
+            before = True
 
 
 # -- clauses -----------------------------------------------------------------------------------
@@ -226,9 +287,9 @@ class _Scope:
     them (its join variables for ``or-join`` / ``not-join``); the memo only saves evaluating the
     same thing again for every row of a product."""
 
-    def __init__(self, datoms: list[tuple[Any, ...]], facts: Facts) -> None:
+    def __init__(self, datoms: list[tuple[Any, ...]], tables: _Tables) -> None:
         self.datoms = datoms
-        self.facts = facts
+        self.tables = tables
         self.memo: dict[tuple[int, tuple[tuple[str, Any], ...]], Any] = {}
         self.names: dict[int, list[str]] = {}
         self.scanned: dict[int, list[tuple[Any, ...]]] = {}
@@ -255,17 +316,52 @@ class _Scope:
         return self.memo[key]
 
 
-def _conj(clauses: list[Any], row: Row, datoms: list[tuple[Any, ...]], facts: Facts) -> list[Row]:
+def _conj(
+    clauses: list[Any], row: Row, datoms: list[tuple[Any, ...]], tables: _Tables
+) -> list[Row]:
     """Every extension of ``row`` that satisfies all ``clauses``."""
-    scope = _Scope(datoms, facts)
+    scope = _Scope(datoms, tables)
     rows = [row]
-    for c in clauses:
-        if _kind(c) not in _FILTERS:
-            rows = _dedupe(new for r in rows for new in _generate(c, r, scope))
+    for c in _generator_order(clauses, set(row), tables):
+        rows = _dedupe(new for r in rows for new in _generate(c, r, scope))
     for c in clauses:
         if _kind(c) in _FILTERS:
             rows = [r for r in rows if _keep(c, r, scope)]
     return rows
+
+
+def _generator_order(clauses: list[Any], bound: set[str], tables: _Tables) -> list[Any]:
+    """The generators of a conjunction in the order they run: data patterns first, then the
+    others in the written order, each once its required variables are bound (the first
+    waiting one if none is ready)."""
+    gens = [c for c in clauses if _kind(c) not in _FILTERS]
+    order = [c for c in gens if _kind(c) == "pattern"]
+    bound = bound | set().union(*(_vars_in(c) for c in order))
+    rest = [c for c in gens if _kind(c) != "pattern"]
+    while rest:
+        ready = next((c for c in rest if _required(c, tables) <= bound), rest[0])
+        rest.remove(ready)
+        order.append(ready)
+        bound |= _binds(ready)
+    return order
+
+
+def _required(c: Any, tables: _Tables) -> set[str]:
+    """Variables a rule call or ``or-join`` needs bound before it runs."""
+    kind = _kind(c)
+    if kind == "call":
+        n = tables.required.get(str(c[0]), 0)
+        return {str(a) for a in c[1 : 1 + n] if _is_var(a)}
+    if kind == "or-join" and c[1] and isinstance(c[1][0], list):
+        return {str(v) for v in c[1][0]}
+    return set()
+
+
+def _binds(c: Any) -> set[str]:
+    kind = _kind(c)
+    if kind == "or-join":
+        return set(_join_vars(c[1]))
+    return _vars_in(c)
 
 
 def _join_vars(spec: Any) -> list[str]:
@@ -291,13 +387,8 @@ def _generate(c: Any, row: Row, scope: _Scope) -> Iterable[Row]:
             if new is not None:
                 yield new
     elif kind == "call":
-        name, args = str(c[0]), c[1:]
-        if name not in scope.facts:
-            raise NaiveError(f"unknown rule {name}")
-        for fact in scope.facts[name]:
-            if len(fact) != len(args):
-                raise NaiveError(f"rule {name} called with {len(args)} arguments")
-            new = _unify(args, fact, row)
+        for fact in list(scope.tables.call(str(c[0]), list(c[1:]), row)):
+            new = _unify(c[1:], fact, row)
             if new is not None:
                 yield new
     elif kind in _NESTED:
@@ -312,12 +403,12 @@ def _disjunction(c: Any, row: Row, scope: _Scope) -> list[Row]:
     out = []
     if _kind(c) == "or":
         for branch in c[1:]:
-            out.extend(_conj(_branch(branch), row, scope.datoms, scope.facts))
+            out.extend(_conj(_branch(branch), row, scope.datoms, scope.tables))
         return out
     names = _join_vars(c[1])
     inner = {v: row[v] for v in names if v in row}
     for branch in c[2:]:
-        for r in _conj(_branch(branch), inner, scope.datoms, scope.facts):
+        for r in _conj(_branch(branch), inner, scope.datoms, scope.tables):
             new = dict(row)
             for v in names:
                 if v not in r:
@@ -366,9 +457,9 @@ def _keep(c: Any, row: Row, scope: _Scope) -> bool:
 def _negation(c: Any, row: Row, scope: _Scope) -> bool:
     """True when the body of the ``not`` / ``not-join`` has no solution."""
     if _kind(c) == "not":
-        return not _conj(list(c[1:]), row, scope.datoms, scope.facts)
+        return not _conj(list(c[1:]), row, scope.datoms, scope.tables)
     names = _join_vars(c[1])
     for v in names:
         if v not in row:
             raise NaiveError(f"not-join variable {v} not bound")
-    return not _conj(list(c[2:]), {v: row[v] for v in names}, scope.datoms, scope.facts)
+    return not _conj(list(c[2:]), {v: row[v] for v in names}, scope.datoms, scope.tables)

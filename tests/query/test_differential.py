@@ -417,33 +417,46 @@ REACH = [
     "[(reach ?x ?y) [?x :friend ?y]] [(reach ?x ?y) [?x :friend ?z] (reach ?z ?y)]",
     "[(reach ?x ?y) [?x :friend ?y]] [(reach ?x ?y) (reach ?x ?z) [?z :friend ?y]]",
     "[(reach ?x ?y) [?x :friend ?y]] [(reach ?x ?y) (reach ?x ?z) (reach ?z ?y)]",
+    # the first argument required: the body compares it before any pattern binds it, so it
+    # only runs top down from the caller's values (a friend path through smaller ids only)
+    "[(reach [?x] ?y) [?x :friend ?y] [(< ?x ?y)]]"
+    " [(reach [?x] ?y) [?z :friend ?y] [(< ?z ?y)] (reach ?x ?z) [(< ?x ?z)]]",
+    "[(reach [?x] ?y) [(< ?x 4)] [?x :friend ?y]]"
+    " [(reach [?x] ?y) [(< ?x 4)] [?x :friend ?z] (or (reach ?z ?y) [?z :age ?y])]",
 ]
+REACH_REQUIRED = {3, 4}
+"""Which of REACH have a required first argument."""
 
 
 def _rule_set(draw: Any) -> tuple[str, dict[str, tuple[str, ...]], dict[str, int]]:
     """A rule set (EDN text), the argument types of its rules and how many are required."""
     sigs: dict[str, tuple[str, ...]] = {}
     text: list[str] = []
+    required: dict[str, int] = {}
     if draw(st.booleans()):
-        text.append(draw(st.sampled_from(REACH)))
+        k = draw(st.integers(0, len(REACH) - 1))
+        text.append(REACH[k])
         sigs["reach"] = ("i", "i")
+        required["reach"] = int(k in REACH_REQUIRED)
     types = {v: draw(st.sampled_from("iisk")) for v in RVARS}
     heads: dict[str, list[str]] = {}
-    required: dict[str, int] = {}
     for i in range(draw(st.integers(0 if sigs else 1, 2))):
         head = list(draw(st.permutations(RVARS)))[: draw(st.integers(1, 2))]
         heads[f"r{i}"] = head
         sigs[f"r{i}"] = tuple(types[v] for v in head)
-        required[f"r{i}"] = int(draw(st.integers(0, 3)) == 0)
+        required[f"r{i}"] = int(draw(st.integers(0, 2)) == 0)
     g = Grammar(draw, types, rules=sigs, required=required)
     for name, head in heads.items():
         n = required[name]
         shown = " ".join(([f"[{' '.join(head[:n])}]"] if n else []) + head[n:])
         for _ in range(draw(st.integers(1, 2))):
-            # the body binds the head; rule calls (recursion) only outside `not`
-            body = g.conj(RVARS, 1, outer=set(), most=3, calls=True)
+            # the body binds the head, except a required variable: the caller binds that one,
+            # so the body may use it unbound by itself (a predicate, `not`, a required
+            # argument of a recursive call); rule calls (recursion) only outside `not`
+            req = set(head[:n])
+            body = g.conj(RVARS, 1, outer=req, most=3, calls=True)
             _no_calls_in_not(body, g)
-            g.bind(body, set(head), set())
+            g.bind(body, set(head), req)
             clauses = " ".join(render(c) for c in body)
             text.append(f"[({name} {shown}) {clauses}]")
     return "[" + " ".join(text) + "]", sigs, required

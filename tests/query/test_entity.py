@@ -180,13 +180,18 @@ async def test_touch_is_one_search(make_conn: MakeConn, monkeypatch: pytest.Monk
     from replica.qsource import DBSource
 
     calls: list[Any] = []
-    search = DBSource.search
+    search, entity_datoms = DBSource.search, DBSource.entity_datoms
 
     async def counting(self: DBSource, *args: Any, **kwargs: Any) -> Any:
         calls.append((args, kwargs))
         return await search(self, *args, **kwargs)
 
+    async def counting_e(self: DBSource, e: int) -> Any:
+        calls.append(e)
+        return await entity_datoms(self, e)
+
     monkeypatch.setattr(DBSource, "search", counting)
+    monkeypatch.setattr(DBSource, "entity_datoms", counting_e)
     ivan = db.entity(1)
     await ivan.touch()
     assert len(calls) == 1
@@ -195,6 +200,16 @@ async def test_touch_is_one_search(make_conn: MakeConn, monkeypatch: pytest.Monk
     await ivan.get("father")  # known absent after touch
     assert len(calls) == 1
     assert ivan["name"] == "Ivan"
+    # the same entity read again in the same DB value, by another Entity object: no seek,
+    # but the new object is not loaded until it is awaited
+    again = db.entity(1)
+    with pytest.raises(ReplicaError, match="touch"):
+        again["name"]
+    assert await again.get("age") == 19 and again["name"] == "Ivan"
+    assert not again.touched
+    assert len(calls) == 1
+    assert await db.entity(2).get("name") == "Petr"
+    assert len(calls) == 2
 
 
 async def test_equality(make_conn: MakeConn) -> None:

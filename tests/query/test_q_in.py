@@ -256,3 +256,51 @@ async def test_q(
     expected: Any,
 ) -> None:
     await run(make_conn, new_db_url, DATABASES, query, inputs, expected)
+
+
+# -- the map form of a call: {:query q :args [...]} (Datomic, Datahike) --------------------------
+
+
+async def test_query_call_map(make_conn: MakeConn) -> None:
+    """``{:query q :args [inputs]}`` as a Python dict (keyword or plain string keys) or EDN
+    text; ``:offset`` / ``:limit`` beside ``:query`` apply to the query (Datahike's
+    ``normalize-q-input``). Expected values by hand from the three entities above."""
+    import replica
+    from query.errors import QueryError, QueryParseError
+
+    conn = await make_conn(SCHEMA)
+    await conn.transact(DATABASES["main"].txs[0][1])
+    db = conn.db
+    by_name = "[:find ?e :in $ ?n :where [?e :name ?n]]"
+    assert await replica.q({"query": by_name, "args": [db, "Ivan"]}) == {(1,), (3,)}
+    assert await replica.q({K("query"): by_name, K("args"): [db, "Petr"]}) == {(2,)}
+    assert await replica.q({":query": by_name, ":args": (db, "Petr")}) == {(2,)}
+    # the query as data, in vector or map form
+    as_data = [K("find"), S("?e"), K("in"), S("$"), K("where"), [S("?e"), K("age"), 37]]
+    assert await replica.q({"query": as_data, "args": [db]}) == {(2,), (3,)}
+    assert await replica.q({"query": BY_ATTR, "args": [db, K("age"), 15]}) == {(1,)}
+    # without :args, the inputs are the other arguments of q
+    assert await replica.q({"query": by_name}, db, "Ivan") == {(1,), (3,)}
+    # EDN text holding the whole call (its args are literal values: collections, scalars)
+    text = "{:query [:find ?x :in [?x ...] :where [(odd? ?x)]] :args [[1 2 3 4 5]]}"
+    assert await replica.q(text) == {(1,), (3,), (5,)}
+    # :offset / :limit beside :query (the query's own are overridden)
+    ordered = "[:find ?e ?a :where [?e :age ?a] :order-by ?e :limit 1]"
+    assert await replica.q({"query": ordered, "args": [db]}) == [(1, 15)]
+    assert await replica.q({"query": ordered, "args": [db], "limit": 2}) == [(1, 15), (2, 37)]
+    got = await replica.q({"query": ordered, "args": [db], "offset": 1, "limit": 5})
+    assert got == [(2, 37), (3, 37)]
+    # explain takes it too
+    plan = await replica.explain({"query": by_name, "args": [db, "Ivan"]})
+    assert plan.result_size == 2
+    # errors
+    with pytest.raises(QueryError, match=":args"):
+        await replica.q({"query": by_name, "args": [db, "Ivan"]}, db)
+    with pytest.raises(QueryParseError, match="Unknown key"):
+        await replica.q({"query": by_name, "args": [db, "Ivan"], "timeout": 10})
+    with pytest.raises(QueryParseError, match="vector"):
+        await replica.q({"query": by_name, "args": db})
+    with pytest.raises(QueryParseError, match="limit"):
+        await replica.q({"query": by_name, "args": [db, "Ivan"], "limit": -1})
+    with pytest.raises(QueryParseError, match="Duplicate"):
+        await replica.q({"query": by_name, ":query": by_name})

@@ -9,6 +9,11 @@ their answers are the transitive closure of that graph, worked out by hand::
 
     1 -> 2, 2 -> 3, 3 -> 4, 4 -> 6, 2 -> 4, 5 -> 3
 
+Recursive rules called with bound arguments run top down from those values (as DataScript's
+do), so a rule body may use a head variable that only the caller binds: a base case
+``[(identity ?a) ?b]``, a predicate on an argument, a counter decremented by a function. Those
+rows' answers are worked out by hand on the same graph (or on plain numbers).
+
 Rule errors (unknown rule, bad rule variables) are in test_q_errors.py.
 """
 
@@ -19,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.query._qtable import Bag, K, MakeConn, S, Setup, run
+from query.errors import QueryError
+from tests.query._qtable import Bag, K, MakeConn, S, Setup, run, run_error
 from tests.query._qtable import Db as D
 
 SCHEMA = [
@@ -105,6 +111,34 @@ MUTUAL_DATA = [
     [4, K("f1"), 5],
     [5, K("f2"), 6],
 ]
+
+
+# recursive rules whose bodies need arguments bound by the caller
+REACH_SELF = (  # reflexive-transitive closure: ?b is ?a itself, or reached through a follow
+    "[[(reach* ?a ?b) [(identity ?a) ?b]] [(reach* ?a ?b) [?a :follow ?t] (reach* ?t ?b)]]"
+)
+WITHIN = (  # reached through nodes whose ids are at most ?max
+    "[[(within ?a ?b ?max) [?a :follow ?b] [(<= ?b ?max)]]"
+    " [(within ?a ?b ?max) [?a :follow ?t] [(<= ?t ?max)] (within ?t ?b ?max)]]"
+)
+HOPS = (  # reached in at most ?n follows
+    "[[(hops ?a ?b ?n) [(> ?n 0)] [?a :follow ?b]]"
+    " [(hops ?a ?b ?n) [(> ?n 1)] [?a :follow ?t] [(dec ?n) ?m] (hops ?t ?b ?m)]]"
+)
+DOWN = (  # the numbers below ?n down to 0, no data at all
+    "[[(down ?n ?m) [(> ?n 0)] [(dec ?n) ?m]] [(down ?n ?m) [(> ?n 0)] [(dec ?n) ?k] (down ?k ?m)]]"
+)
+EVEN_ODD = (  # mutual recursion on numbers
+    "[[(even ?n) [(= ?n 0)]]"
+    " [(even ?n) [(> ?n 0)] [(dec ?n) ?m] (odd ?m)]"
+    " [(odd ?n) [(> ?n 0)] [(dec ?n) ?m] (even ?m)]]"
+)
+LEFT = (  # left recursion: the recursive call comes first
+    "[[(anc ?a ?b) [?a :follow ?b]] [(anc ?a ?b) (anc ?a ?t) [?t :follow ?b]]]"
+)
+REACH_OR = (  # the recursive call inside an `or` of the body, first argument required
+    "[[(reach-or [?a] ?b) [?a :follow ?t] (or [(identity ?t) ?b] (reach-or ?t ?b))]]"
+)
 
 
 def even(x: int) -> bool:
@@ -357,6 +391,121 @@ ROWS = [
         {(4, 6), (5, 3), (5, 4), (5, 6)},
         id="recursive-rule-then-predicate",
     ),
+    # -- recursive rules whose bodies need the caller's bindings -----------------------------
+    pytest.param(
+        "[:find ?b :in $ % ?a :where (reach* ?a ?b)]",
+        [D(), REACH_SELF, 2],
+        {(2,), (3,), (4,), (6,)},
+        id="bound-arg-identity-base-case",
+    ),
+    pytest.param(
+        "[:find ?b :in $ % :where (reach* 4 ?b)]",
+        [D(), REACH_SELF],
+        {(4,), (6,)},
+        id="constant-arg-identity-base-case",
+    ),
+    pytest.param(
+        "[:find ?a ?b :in $ % [?a ...] :where (reach* ?a ?b)]",
+        [D(), REACH_SELF, [3, 5]],
+        {(3, 3), (3, 4), (3, 6), (5, 5), (5, 3), (5, 4), (5, 6)},
+        id="collection-arg-identity-base-case",
+    ),
+    pytest.param(
+        '[:find ?n :in $ % :where [?a :name "five"] (reach* ?a ?b) [?b :name ?n]]',
+        [D(), REACH_SELF],
+        {("five",), ("three",), ("four",), ("six",)},
+        id="pattern-bound-arg-identity-base-case",
+    ),
+    pytest.param(
+        "[:find ?a ?b :in $ % :where [?a :follow 3] (reach* ?a ?b) [(> ?b 3)]]",
+        [D(), REACH_SELF],
+        {(2, 4), (2, 6), (5, 5), (5, 4), (5, 6)},  # 5 reaches itself
+        id="several-bound-values-then-predicate",
+    ),
+    pytest.param(
+        "[:find ?b :in $ % ?a ?max :where (within ?a ?b ?max)]",
+        [D(), WITHIN, 1, 4],
+        {(2,), (3,), (4,)},  # 4 -> 6 goes above 4
+        id="bound-arg-used-by-predicate",
+    ),
+    pytest.param(
+        "[:find ?b :in $ % :where (within 5 ?b 3)]",
+        [D(), WITHIN],
+        {(3,)},
+        id="constant-args-used-by-predicate",
+    ),
+    pytest.param(
+        "[:find ?b :in $ % :where (hops 1 ?b 2)]",
+        [D(), HOPS],
+        {(2,), (3,), (4,)},
+        id="depth-limited-2",
+    ),
+    pytest.param(
+        "[:find ?b :in $ % ?n :where (hops 1 ?b ?n)]",
+        [D(), HOPS, 3],
+        {(2,), (3,), (4,), (6,)},
+        id="depth-limited-3",
+    ),
+    pytest.param(
+        "[:find ?n ?b :in $ % [?n ...] :where (hops 2 ?b ?n)]",
+        [D(), HOPS, [0, 1]],
+        {(1, 3), (1, 4)},  # 0 hops: nothing
+        id="depth-limited-0-and-1",
+    ),
+    pytest.param(
+        "[:find ?m :in $ % ?n :where (down ?n ?m)]",
+        [[], DOWN, 3],
+        {(2,), (1,), (0,)},
+        id="counter-without-data",
+    ),
+    pytest.param(
+        "[:find ?n ?m :in $ % [?n ...] :where (down ?n ?m)]",
+        [[], DOWN, [1, 2]],
+        {(1, 0), (2, 1), (2, 0)},
+        id="counter-several-starts",
+    ),
+    pytest.param(
+        "[:find ?m :in $ % :where (down 0 ?m)]",
+        [[], DOWN],
+        set(),
+        id="counter-at-zero",
+    ),
+    pytest.param(
+        "[:find ?n :in $ % [?n ...] :where (even ?n)]",
+        [[], EVEN_ODD, [0, 1, 2, 5, 6]],
+        {(0,), (2,), (6,)},
+        id="mutual-recursion-on-bound-numbers",
+    ),
+    pytest.param(
+        "[:find ?n :in $ % [?n ...] :where (odd ?n)]",
+        [[], EVEN_ODD, [0, 1, 2, 5, 6]],
+        {(1,), (5,)},
+        id="mutual-recursion-on-bound-numbers-odd",
+    ),
+    pytest.param(
+        "[:find ?a :in $ % :where (anc ?a 4)]",
+        [D(), LEFT],
+        {(1,), (2,), (3,), (5,)},
+        id="left-recursion-bound-second-arg",
+    ),
+    pytest.param(
+        "[:find ?b :in $ % ?a :where (anc ?a ?b)]",
+        [D(), LEFT, 1],
+        {(2,), (3,), (4,), (6,)},
+        id="left-recursion-bound-first-arg",
+    ),
+    pytest.param(
+        "[:find ?b :in $ % :where (reach-or 1 ?b)]",
+        [D(), REACH_OR],
+        {(2,), (3,), (4,), (6,)},
+        id="recursive-call-inside-or",
+    ),
+    pytest.param(
+        "[:find ?a ?b :in $ % [?a ...] :where (reach-or ?a ?b)]",
+        [D(), REACH_OR, [4, 6]],
+        {(4, 6)},  # 6 follows nobody
+        id="recursive-call-inside-or-several",
+    ),
 ]
 
 
@@ -369,3 +518,32 @@ async def test_q(
     expected: Any,
 ) -> None:
     await run(make_conn, new_db_url, DATABASES, query, inputs, expected)
+
+
+@pytest.mark.parametrize(
+    ("query", "inputs", "fragments"),
+    [
+        pytest.param(
+            "[:find ?m :in $ % :where (down ?n ?m)]",
+            [[], DOWN],
+            ["Insufficient bindings", "?n"],
+            id="counter-called-unbound",
+        ),
+        pytest.param(
+            "[:find ?a ?b :in $ % :where (reach* ?a ?b)]",
+            [D(), REACH_SELF],
+            ["Insufficient bindings", "?a"],
+            id="identity-base-case-called-unbound",
+        ),
+    ],
+)
+async def test_recursive_rule_needs_bound_args(
+    make_conn: MakeConn,
+    new_db_url: Callable[[], str],
+    query: str,
+    inputs: list[Any],
+    fragments: list[str],
+) -> None:
+    """A recursive rule whose body needs an argument bound, called with it unbound: an
+    "Insufficient bindings" QueryError (DataScript fails too)."""
+    await run_error(make_conn, new_db_url, DATABASES, query, inputs, QueryError, fragments)
