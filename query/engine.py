@@ -75,7 +75,7 @@ from query.ast import (
     find_elements,
     term_vars,
 )
-from query.errors import QueryError
+from query.errors import InsufficientBindings, QueryError
 from query.gcpause import gc_paused
 from query.source import DatomSource, datom_source_of
 
@@ -512,7 +512,9 @@ class Evaluator:
             if isinstance(c, Not) and c.vars is not None:
                 missing = sorted(clause_vars(c) - bound)
             if missing:
-                raise QueryError(f"Insufficient bindings: {', '.join(missing)} not bound in", c)
+                raise InsufficientBindings(
+                    f"Insufficient bindings: {', '.join(missing)} not bound in", c
+                )
         raise QueryError("cannot evaluate clause", c)
 
     def _call_ready(self, c: RuleCall, bound: set[str]) -> bool:
@@ -918,7 +920,9 @@ class Evaluator:
         vars_ = term_vars(c.args)
         unbound = [v for v in vars_ if v not in ctx.bound()]
         if unbound:
-            raise QueryError(f"Insufficient bindings: {', '.join(unbound)} not bound in", c)
+            raise InsufficientBindings(
+                f"Insufficient bindings: {', '.join(unbound)} not bound in", c
+            )
         rel = ctx.collapse(vars_)
         get = self._args_getter(rel, c.args)
         if c.fn in DB_FUNCTIONS:
@@ -943,7 +947,9 @@ class Evaluator:
         vars_ = term_vars(c.args)
         unbound = [v for v in vars_ if v not in ctx.bound()]
         if unbound:
-            raise QueryError(f"Insufficient bindings: {', '.join(unbound)} not bound in", c)
+            raise InsufficientBindings(
+                f"Insufficient bindings: {', '.join(unbound)} not bound in", c
+            )
         rel = ctx.collapse(vars_)
         get = self._args_getter(rel, c.args)
         out_vars = tuple(dict.fromkeys(binding_vars(c.binding)))
@@ -994,11 +1000,13 @@ class Evaluator:
             join_vars = [v.name for v in c.vars]
             missing = [v for v in join_vars if v not in bound]
             if missing:
-                raise QueryError(f"Insufficient bindings: {', '.join(missing)} not bound in", c)
+                raise InsufficientBindings(
+                    f"Insufficient bindings: {', '.join(missing)} not bound in", c
+                )
         else:
             join_vars = sorted(inner_vars & bound)
             if not join_vars:
-                raise QueryError(
+                raise InsufficientBindings(
                     "Insufficient bindings: none of the variables of not is bound in", c
                 )
         rel = ctx.collapse(join_vars)
@@ -1024,7 +1032,9 @@ class Evaluator:
         required = [v.name for v in c.required]
         missing = [v for v in required if v not in bound]
         if missing:
-            raise QueryError(f"Insufficient bindings: {', '.join(missing)} not bound in", c)
+            raise InsufficientBindings(
+                f"Insufficient bindings: {', '.join(missing)} not bound in", c
+            )
         seed_vars = [v for v in join_vars if v in bound]
         seed: Rel | None = None
         if seed_vars:
@@ -1045,7 +1055,7 @@ class Evaluator:
             got = sub.collapse(join_vars)
             missing_out = [v for v in join_vars if v not in got.vars]
             if missing_out:
-                raise QueryError(
+                raise InsufficientBindings(
                     f"Insufficient bindings: {', '.join(missing_out)} not bound by a branch of",
                     c,
                 )
@@ -1080,7 +1090,9 @@ class Evaluator:
         bound = ctx.bound() | {n for n, _ in consts}
         missing = [v for v in call_vars[:head_required] if v not in bound]
         if missing:
-            raise QueryError(f"Insufficient bindings: {', '.join(missing)} not bound in", c)
+            raise InsufficientBindings(
+                f"Insufficient bindings: {', '.join(missing)} not bound in", c
+            )
         for name, value in consts:
             ctx.add(Rel((name,), [(value,)]))
         if c.name in _recursive_rules(ctx.rules):
@@ -1122,15 +1134,26 @@ class Evaluator:
     async def _recursive_call(self, name: str, src: Any, call_vars: list[str]) -> Iterable[Row]:
         """The facts of recursive rule ``name`` that a call with ``call_vars`` needs: with
         some arguments bound (variables bound here, constants), only those reachable from
-        the bound values (:meth:`_demand_fixpoint`); else the whole relation."""
+        the bound values (:meth:`_demand_fixpoint`); else the whole relation, bottom up, or
+        top down from the call (every argument free) when a rule of the group needs
+        arguments that only its callers inside the group bind."""
         ctx = self.ctx
         bpos = _demand_positions(ctx, call_vars)
-        if bpos and f"{name}\x00{id(src)}" not in ctx.rule_rels:
-            group = _rule_group(ctx.rules, name)
-            if _demand_safe(ctx.rules, group):
-                seed = _seed(ctx, call_vars, bpos)
-                return await self._demand_fixpoint(name, src, bpos, seed, group)
-        return (await self._fixpoint(name, src)).rows
+        if f"{name}\x00{id(src)}" in ctx.rule_rels:
+            return ctx.rule_rels[f"{name}\x00{id(src)}"].rows  # computed whole already
+        group = _rule_group(ctx.rules, name)
+        safe = _demand_safe(ctx.rules, group)
+        if bpos and safe:
+            seed = _seed(ctx, call_vars, bpos)
+            return await self._demand_fixpoint(name, src, bpos, seed, group)
+        try:
+            return (await self._fixpoint(name, src)).rows
+        except InsufficientBindings:
+            if not safe:
+                raise
+            for r in group:  # what the failed evaluation published
+                ctx.rule_rels.pop(f"{r}\x00{id(src)}", None)
+        return await self._demand_fixpoint(name, src, bpos, _seed(ctx, call_vars, bpos), group)
 
     async def _demand_fixpoint(
         self, name: str, src: Any, bpos: tuple[int, ...], seed: set[Row], group: set[str]
@@ -1214,7 +1237,7 @@ class Evaluator:
         got = sub.collapse(head)
         missing = [v for v in head if v not in got.vars]
         if missing:
-            raise QueryError(
+            raise InsufficientBindings(
                 f"Insufficient bindings: {', '.join(missing)} not bound in rule", branch.name
             )
         return set(got.project(head))
@@ -1306,7 +1329,7 @@ class Evaluator:
         got = sub.collapse(head)
         missing = [v for v in head if v not in got.vars]
         if missing:
-            raise QueryError(
+            raise InsufficientBindings(
                 f"Insufficient bindings: {', '.join(missing)} not bound in rule", branch.name
             )
         return set(got.project(head))

@@ -11,7 +11,7 @@ from typing import Any
 
 from store.errors import ReplicaError
 
-__all__ = ["QueryError", "QueryParseError"]
+__all__ = ["InsufficientBindings", "QueryError", "QueryParseError"]
 
 
 def _show(form: Any) -> str:
@@ -31,6 +31,11 @@ class QueryError(ReplicaError):
         self.message = message
         self.form = form
         super().__init__(message if form is None else f"{message}: {_show(form)}")
+
+
+class InsufficientBindings(QueryError):
+    """A clause needs a variable bound that nothing bound before it (a predicate or function
+    argument, a ``not`` / ``or-join`` / rule variable that must be bound)."""
 
 
 class QueryParseError(QueryError, ValueError):

@@ -648,6 +648,23 @@ REGRESSIONS: list[tuple[str, str | None, list[Datom3], set[tuple[Any, ...]]]] = 
         CHAIN,
         {(2,)},
     ),
+    # a recursive group called with nothing bound, where one rule needs its required argument
+    # bound by its caller inside the group (bottom up, r1 alone cannot run): worked out by
+    # hand, r1(x) is every y younger than x plus r0(z) for x's friends z
+    (
+        "[:find ?a ?b :in $ % :where (r0 ?a ?b)]",
+        "[[(r1 [?x] ?y) [?y :age ?a] [(< ?a ?x)]] [(r1 [?x] ?y) [?x :friend ?z] (r0 ?z ?y)]"
+        " [(r0 ?a ?b) [?a :friend ?c] (r1 ?c ?b)]]",
+        [
+            (1, "friend", 2),
+            (2, "friend", 3),
+            (3, "friend", 4),
+            (3, "age", 1),
+            (2, "age", 4),
+            (4, "age", 0),
+        ],
+        {(1, 3), (1, 4), (2, 3), (2, 4), (3, 3), (3, 4)},
+    ),
 ]
 
 
