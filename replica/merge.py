@@ -452,9 +452,7 @@ class _Merger:
                 schema_done = True
                 await edits.apply(nodes, self.roots)
                 if schema_entities:
-                    self.schema = await self._merged_schema(
-                        schema_entities, their_schema, theirs.roots["eavt"], ours_roots["eavt"]
-                    )
+                    self.schema = await self._merged_schema(schema_entities, their_schema)
             attr = self.schema.attribute(a) or Attribute(a)
             if a in SCHEMA_ATTRS:
                 schema_entities.add(e_a[:16])
@@ -519,9 +517,7 @@ class _Merger:
                 unique_checks.extend((a, vk) for vk in merged)
         await edits.apply(nodes, self.roots)
         if not schema_done and schema_entities:
-            self.schema = await self._merged_schema(
-                schema_entities, their_schema, theirs.roots["eavt"], ours_roots["eavt"]
-            )
+            self.schema = await self._merged_schema(schema_entities, their_schema)
         await self._retype()
         await self._forward(touched, unique_checks)
         await self._composites(touched, unique_checks)
@@ -752,9 +748,7 @@ class _Merger:
 
     # -- schema -----------------------------------------------------------------------------
 
-    async def _merged_schema(
-        self, entities: set[bytes], their_schema: Schema, their_eavt: bytes, our_eavt: bytes
-    ) -> Schema:
+    async def _merged_schema(self, entities: set[bytes], their_schema: Schema) -> Schema:
         attrs = {a.ident: a for a in self.schema.user_attributes()}
         for a in their_schema.user_attributes():
             attrs.setdefault(a.ident, a)

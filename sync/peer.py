@@ -808,11 +808,11 @@ async def connect_peer(
             finally:
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise _single(group) from None
+        raise single(group) from None
 
 
-def _single(exc: BaseException) -> BaseException:
-    """The one exception inside (nested) exception groups, else the group itself."""
+def single(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) exception groups, else ``exc``."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc

@@ -18,8 +18,8 @@ import replica
 from sync.cli import remote, upkeep, verbs
 from sync.cli.inputs import UsageError, one_line
 from sync.cli.output import echo_err
-from sync.cli.remote import single
 from sync.cli.verbs import PROG, StrictConflicts
+from sync.peer import single
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -30,15 +30,8 @@ from sync.cli.output import (
     with_progress,
 )
 from sync.cli.verbs import EXIT_OK, connected
-from sync.peer import Permissions, Statistics, connect_peer, serve
+from sync.peer import Permissions, Statistics, connect_peer, serve, single
 from sync.protocol import SyncError
-
-
-def single(exc: BaseException) -> BaseException:
-    """The one exception inside (nested) exception groups, else ``exc``."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _check_peer_url(url: str) -> None:
