@@ -91,6 +91,36 @@ async def missing_commits(
     return out
 
 
+def unsure(commits: list[Commit], lacks: set[bytes]) -> list[Commit]:
+    """Of ``commits`` (missing_commits' answer, parents first), those the peer may still
+    hold: not a commit it said it lacks, nor a descendant of one (a peer holding a commit
+    holds its ancestors)."""
+    lacking: set[bytes] = set()
+    out = []
+    for c in commits:
+        if c.address in lacks or any(p in lacking for p in c.parents):
+            lacking.add(c.address)
+        else:
+            out.append(c)
+    return out
+
+
+def ask_sample(commits: list[Commit], limit: int) -> list[bytes]:
+    """At most ``limit`` of ``commits`` (parents first) to ask the peer about: the oldest
+    ones (whose parents are outside the list: if the peer lacks those, it lacks them all),
+    then evenly spaced ones, so that each answer narrows the unsure part by ``limit``."""
+    if len(commits) <= limit:
+        return [c.address for c in commits]
+    inside = {c.address for c in commits}
+    roots = [c.address for c in commits if not any(p in inside for p in c.parents)]
+    picked = dict.fromkeys(roots[: limit // 2])
+    rest = limit - len(picked)
+    step = len(commits) / rest
+    for i in range(rest):
+        picked.setdefault(commits[int(i * step)].address)
+    return list(picked)[:limit]
+
+
 async def nodes_to_send(
     database: Database,
     commits: list[Commit],

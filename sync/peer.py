@@ -36,14 +36,23 @@ from replica.errors import NoSuchCommit
 from replica.merge import is_ancestor
 from store.codec import decode, encode, is_address
 from store.errors import CodecError, CorruptNode
-from sync.missing import children_of, missing_commits, nodes_to_send, samples
+from sync.missing import (
+    ask_sample,
+    children_of,
+    missing_commits,
+    nodes_to_send,
+    samples,
+    unsure,
+)
 from sync.protocol import (
     CLOSE_FORBIDDEN,
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL,
     CLOSE_TOO_BIG,
+    Ask,
     Bye,
+    Have,
     Heads,
     Hello,
     Limits,
@@ -68,6 +77,9 @@ WS_QUEUE = 4
 MAX_HELD_BYTES = 64 << 20
 #: a peer must say hello within this long after the websocket opened
 HELLO_SECONDS = 10.0
+#: commits named in one ask, and ask rounds before sending what is still unsure (4.4)
+ASK_LIMIT = 256
+MAX_ASK_ROUNDS = 3
 _TIMEOUT = object()
 
 
@@ -137,6 +149,9 @@ class _Session:
         self.on_synced = on_synced
         self.peer_heads: dict[str, tuple[bytes, ...]] | None = None
         self.known: set[bytes] = set()  # commits the peer has (told or sent by us)
+        self.lacks: set[bytes] = set()  # commits the peer said it does not have
+        self.ask_rounds = 0  # asks sent since the last push that asked nothing
+        self.asks_sent = 0
         self.sent: set[bytes] = set()  # node addresses sent in this session
         self.received: set[bytes] = set()
         self.our_heads: dict[str, list[bytes]] = {}
@@ -338,6 +353,15 @@ class _Session:
                 told.update(h)
             self.known |= {a for a in told if await self._have_commit(a)}
             await self._push()
+        elif isinstance(event, Ask):
+            # the peer asks about commits it holds: those we hold too are common (4.4)
+            have = [a for a in event.commits if await self._have_commit(a)]
+            self.known.update(have)
+            self.proto.send_have(have)
+        elif isinstance(event, Have):
+            self.known.update(event.commits)
+            self.lacks.update(set(event.asked) - set(event.commits))
+            await self._push()
         elif isinstance(event, Nodes):
             await self._store(event)
         elif isinstance(event, Update):
@@ -371,7 +395,7 @@ class _Session:
     async def _have_commit(self, address: bytes) -> bool:
         try:
             await self.conn.database.commit(address)
-        except NoSuchCommit:
+        except (NoSuchCommit, CorruptNode):
             return False
         return True
 
@@ -391,11 +415,12 @@ class _Session:
 
     async def _push(self) -> None:
         """Send the peer what it lacks of every shared branch, then an update per branch."""
-        if self.peer_heads is None:
-            return
+        if self.peer_heads is None or self.proto.asks_unanswered:
+            return  # (while an ask is out, its answer pushes)
         peer = self.proto.peer
         assert peer is not None
         heads = await self._current_heads()
+        ask: dict[bytes, None] = {}
         for branch, ours in sorted(heads.items()):
             if peer.branches is not None and branch not in peer.branches:
                 continue
@@ -405,6 +430,12 @@ class _Session:
             if await self._peer_has(ours, theirs):
                 continue  # the peer's heads of this branch already contain ours
             commits = await missing_commits(self.conn.database, ours, self.known)
+            if self.ask_rounds < MAX_ASK_ROUNDS and any(t not in self.known for t in theirs):
+                # the peer's heads are unknown here: it may hold some of these (4.4)
+                doubt = unsure(commits, self.lacks)
+                if doubt:
+                    ask.update(dict.fromkeys(ask_sample(doubt, ASK_LIMIT)))
+                    continue
             async for batch in nodes_to_send(self.conn.database, commits, self.sent):
                 self.proto.send_nodes(batch)
                 await self._flush()  # waits while the peer reads slowly (bounded buffer)
@@ -412,6 +443,12 @@ class _Session:
             self.updates[branch] = list(ours)
             self.known.update(ours)
             self.known.update(c.address for c in commits)
+        if ask:
+            self.proto.send_ask(list(ask)[: min(ASK_LIMIT, peer.limits.max_heads)])
+            self.ask_rounds += 1
+            self.asks_sent += 1
+        else:
+            self.ask_rounds = 0
 
     async def _peer_has(self, ours: list[bytes], theirs: tuple[bytes, ...]) -> bool:
         """Does the peer's branch already contain every head of ours? Yes for a head that is
@@ -534,7 +571,7 @@ class _Session:
             "messages_received": p.messages_received,
             "nodes_sent": p.nodes_sent,
             "nodes_received": p.nodes_received,
-            "round_trips": self.heads_sent,
+            "round_trips": self.heads_sent + self.asks_sent,
         }
 
 

@@ -6,16 +6,20 @@ message to :meth:`SyncProtocol.receive_data`, takes the parsed :meth:`events_rec
 
 Transition table (protocol.md section 3). ``S`` = a send command, ``R`` = a received message::
 
-    state        | S hello       | R hello       | S/R heads, nodes, update | S/R bye
-    -------------+---------------+---------------+--------------------------+---------
-    START        | -> SENT       | -> RECEIVED   | error                    | -> CLOSED
-    SENT         | error         | -> OPEN       | error                    | -> CLOSED
-    RECEIVED     | -> OPEN       | error         | error                    | -> CLOSED
-    OPEN         | error         | error         | OPEN                     | -> CLOSED
-    CLOSED       | error         | error         | error                    | error
+    state        | S hello       | R hello       | S/R heads, nodes, update, | S/R bye
+                 |               |               |     ask, have             |
+    -------------+---------------+---------------+---------------------------+---------
+    START        | -> SENT       | -> RECEIVED   | error                     | -> CLOSED
+    SENT         | error         | -> OPEN       | error                     | -> CLOSED
+    RECEIVED     | -> OPEN       | error         | error                     | -> CLOSED
+    OPEN         | error         | error         | OPEN                      | -> CLOSED
+    CLOSED       | error         | error         | error                     | error
 
 "error" is :class:`LocalProtocolError` for our own commands and :class:`RemoteProtocolError`
 for received messages. Every received node is checked against its address (SHA-256) here.
+``ask``/``have`` pair up (protocol.md 4.4): a ``have`` answers the oldest unanswered ``ask``
+of the other side with a subset of its addresses; at most :data:`MAX_ASKS` asks may be
+unanswered each way.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from replica.errors import ReplicaError
 from store.codec import address_of, decode, encode, is_address
 from store.errors import CodecError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+#: asks one side may have sent and not seen answered (protocol.md 2.6)
+MAX_ASKS = 4
 
 #: close codes (protocol.md section 6); websocket close codes 4000-4999 are ours
 CLOSE_NORMAL = 1000
@@ -120,12 +126,27 @@ class Update:
 
 
 @dataclass(frozen=True, slots=True)
+class Ask:
+    """Which of these commits do you hold (complete)? Answer with :meth:`SyncProtocol.send_have`."""
+
+    commits: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Have:
+    """The answer to our oldest unanswered ask: the asked commits the peer holds."""
+
+    commits: tuple[bytes, ...]
+    asked: tuple[bytes, ...]  # what that ask named
+
+
+@dataclass(frozen=True, slots=True)
 class Bye:
     code: int
     reason: str
 
 
-Event = Hello | Heads | Nodes | Update | Bye
+Event = Hello | Heads | Nodes | Update | Ask | Have | Bye
 
 
 def _branch_name(x: Any) -> str:
@@ -166,6 +187,8 @@ class SyncProtocol:
         self.peer: Hello | None = None
         self._out: list[bytes] = []
         self._events: list[Event] = []
+        self._asked: list[tuple[bytes, ...]] = []  # our asks not answered yet, oldest first
+        self._to_answer: list[tuple[bytes, ...]] = []  # the peer's asks we owe a have
         # statistics (protocol.md section 7)
         self.bytes_sent = self.bytes_received = 0
         self.messages_sent = self.messages_received = 0
@@ -293,6 +316,33 @@ class SyncProtocol:
             raise RemoteProtocolError("update: no heads")
         return Update(_branch_name(args[0]), heads)
 
+    def _r_ask(self, args: list[Any]) -> Ask:
+        self._need_open("ask")
+        if len(args) != 1:
+            raise RemoteProtocolError("ask: expected [commits]")
+        commits = _addresses(args[0], "ask", self.limits.max_heads)
+        if not commits:
+            raise RemoteProtocolError("ask: no commits")
+        if len(self._to_answer) >= MAX_ASKS:
+            raise RemoteProtocolError(
+                f"ask: more than {MAX_ASKS} asks unanswered", CLOSE_TOO_BIG
+            )
+        self._to_answer.append(commits)
+        return Ask(commits)
+
+    def _r_have(self, args: list[Any]) -> Have:
+        self._need_open("have")
+        if len(args) != 1:
+            raise RemoteProtocolError("have: expected [commits]")
+        commits = _addresses(args[0], "have", self.limits.max_heads)
+        if not self._asked:
+            raise RemoteProtocolError("have: we asked nothing")
+        asked = self._asked[0]
+        if not set(commits) <= set(asked):
+            raise RemoteProtocolError("have: names a commit we did not ask about")
+        self._asked.pop(0)
+        return Have(commits, asked)
+
     def _r_bye(self, args: list[Any]) -> Bye:
         if len(args) != 2 or type(args[0]) is not int or not isinstance(args[1], str):
             raise RemoteProtocolError("bye: expected [code, reason]")
@@ -395,6 +445,34 @@ class SyncProtocol:
         _local_addresses(heads, "update", self.peer.limits.max_heads)
         self._send(["update", branch, list(heads)])
 
+    def send_ask(self, commits: Sequence[bytes]) -> None:
+        """Ask the peer which of ``commits`` it holds; its :class:`Have` answers."""
+        self._need_open_local("ask")
+        assert self.peer is not None
+        if not commits:
+            raise LocalProtocolError("ask with no commits")
+        _local_addresses(commits, "ask", self.peer.limits.max_heads)
+        if len(self._asked) >= MAX_ASKS:
+            raise LocalProtocolError(f"{MAX_ASKS} asks unanswered already")
+        self._asked.append(tuple(commits))
+        self._send(["ask", list(commits)])
+
+    @property
+    def asks_unanswered(self) -> int:
+        """Our asks the peer has not answered yet."""
+        return len(self._asked)
+
+    def send_have(self, commits: Sequence[bytes]) -> None:
+        """Answer the peer's oldest unanswered :class:`Ask`: those of its commits we hold."""
+        self._need_open_local("have")
+        if not self._to_answer:
+            raise LocalProtocolError("have without an ask to answer")
+        if not set(commits) <= set(self._to_answer[0]):
+            raise LocalProtocolError("have names a commit the peer did not ask about")
+        _local_addresses(commits, "have", len(self._to_answer[0]))
+        self._to_answer.pop(0)
+        self._send(["have", list(commits)])
+
     def send_bye(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         if self.state is State.CLOSED:
             raise LocalProtocolError("bye already sent or received")
@@ -407,12 +485,17 @@ _HANDLERS: dict[str, Callable[[SyncProtocol, list[Any]], Event]] = {
     "heads": SyncProtocol._r_heads,
     "nodes": SyncProtocol._r_nodes,
     "update": SyncProtocol._r_update,
+    "ask": SyncProtocol._r_ask,
+    "have": SyncProtocol._r_have,
     "bye": SyncProtocol._r_bye,
 }
 
 __all__ = [
+    "MAX_ASKS",
+    "Ask",
     "Bye",
     "Event",
+    "Have",
     "Heads",
     "Hello",
     "Limits",

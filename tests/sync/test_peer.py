@@ -229,6 +229,35 @@ async def test_divergent_writes_converge_to_one_root_hash(open_db: OpenDb) -> No
     assert stats.nodes_received < 200 and stats.nodes_sent < 200
 
 
+async def test_divergent_sync_asks_instead_of_resending_a_large_base(open_db: OpenDb) -> None:
+    """protocol.md 4.4: 20 commits apart on each side, the samples (1, 2, 4, 8, 16, then past
+    the base) leave only genesis as a known common commit; the asks find the base, so each
+    side receives the other's new commits, not the base again. (Plus, at most, the other's
+    merge commit: both sides merge at once, and each pushes its merge before it learns that
+    the other made the same one.)"""
+    a = await open_db("a", SCHEMA)
+    await a.transact([{"p/name": f"n{i}", "p/age": i} for i in range(6000)])
+    b = await open_db("b")
+    async with replica.serve(a, HOST, 0) as server:
+        await sync(b, uri_of(server))
+        fork = a.commit_id
+        new_a: dict[bytes, int] = {}
+        new_b: dict[bytes, int] = {}
+        for i in range(20):
+            ra = await a.transact([{"p/name": f"a{i}", "p/age": i}])
+            rb = await b.transact([{"p/name": f"b{i}", "p/age": i}])
+            new_a |= await commit_new_nodes(a, ra.db_after.commit_id)
+            new_b |= await commit_new_nodes(b, rb.db_after.commit_id)
+        base = await commit_new_nodes(a, fork)  # what resending the base would cost
+        stats = await sync(b, uri_of(server))
+    snap = await assert_same(a, b)
+    assert {f"a{i}" for i in range(20)} | {f"b{i}" for i in range(20)} <= set(dict(snap["rows"]))
+    assert len(base) > 500
+    assert stats.nodes_received < len(new_a) + len(base) // 2, (stats, len(new_a), len(base))
+    assert stats.nodes_sent < len(new_b) + len(base) // 2, (stats, len(new_b), len(base))
+    assert stats.round_trips <= 1 + 3 + 1  # heads, at most 3 asks, the heads after merging
+
+
 async def test_noop_sync_is_one_round_trip_under_1_kib(open_db: OpenDb) -> None:
     a = await open_db("a", SCHEMA)
     for i in range(30):

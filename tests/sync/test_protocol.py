@@ -43,9 +43,12 @@ from sync.protocol import (
     CLOSE_PROTOCOL,
     CLOSE_TOO_BIG,
     CLOSE_VERSION,
+    MAX_ASKS,
     PROTOCOL_VERSION,
+    Ask,
     Bye,
     Event,
+    Have,
     Heads,
     Hello,
     Limits,
@@ -57,6 +60,7 @@ from sync.protocol import (
     Update,
 )
 
+V = PROTOCOL_VERSION
 A_ID = b"peer-A.."
 B_ID = b"peer-B.."
 assert len(A_ID) == len(B_ID) == 8
@@ -227,8 +231,8 @@ def test_hello_carries_limits_and_branches() -> None:
 def test_hello_ignores_unknown_limit_keys() -> None:
     # forward compatibility (protocol.md section 9): a newer peer may send more limits
     p = SyncProtocol(B_ID)
-    p.receive_data(encode(["hello", 1, A_ID, {**DEFAULT_MAP, "max_wants": 5}, None]))
-    assert p.events_received() == [Hello(1, A_ID, Limits(), None)]
+    p.receive_data(encode(["hello", V, A_ID, {**DEFAULT_MAP, "max_wants": 5}, None]))
+    assert p.events_received() == [Hello(V, A_ID, Limits(), None)]
 
 
 # -- heads, nodes, update ---------------------------------------------------------------------
@@ -306,6 +310,76 @@ def test_update(sides: tuple[Pair, SyncProtocol, SyncProtocol]) -> None:
     assert pair.deliver(x) == [Update("main", (addr(1), addr(2)))]
     assert pair.wire[-1] == (x.peer_id, encode(["update", "main", [addr(1), addr(2)]]))
     assert x.state is y.state is State.OPEN
+
+
+def test_ask_and_have(sides: tuple[Pair, SyncProtocol, SyncProtocol]) -> None:
+    """protocol.md 2.7, 4.4: an ask names commits; the have answers with those held."""
+    pair, x, y = sides
+    pair.open()
+    x.send_ask([addr(1), addr(2), addr(3)])
+    assert x.asks_unanswered == 1
+    assert pair.deliver(x) == [Ask((addr(1), addr(2), addr(3)))]
+    assert pair.wire[-1] == (x.peer_id, encode(["ask", [addr(1), addr(2), addr(3)]]))
+    y.send_have([addr(3), addr(1)])
+    assert pair.deliver(y) == [Have((addr(3), addr(1)), (addr(1), addr(2), addr(3)))]
+    assert pair.wire[-1] == (y.peer_id, encode(["have", [addr(3), addr(1)]]))
+    assert x.asks_unanswered == y.asks_unanswered == 0
+    # an empty have is an answer too ("none of them")
+    x.send_ask([addr(4)])
+    pair.deliver(x)
+    y.send_have([])
+    assert pair.deliver(y) == [Have((), (addr(4),))]
+    assert x.state is y.state is State.OPEN
+
+
+def test_haves_answer_asks_in_order(sides: tuple[Pair, SyncProtocol, SyncProtocol]) -> None:
+    pair, x, y = sides
+    pair.open()
+    x.send_ask([addr(1)])
+    x.send_ask([addr(2)])
+    assert x.asks_unanswered == 2
+    assert pair.deliver(x) == [Ask((addr(1),)), Ask((addr(2),))]
+    with pytest.raises(LocalProtocolError, match="did not ask about"):
+        y.send_have([addr(2)])  # the oldest ask is about addr(1)
+    y.send_have([addr(1)])
+    y.send_have([addr(2)])
+    assert pair.deliver(y) == [Have((addr(1),), (addr(1),)), Have((addr(2),), (addr(2),))]
+    assert x.asks_unanswered == 0
+
+
+def test_ask_limit_each_way(sides: tuple[Pair, SyncProtocol, SyncProtocol]) -> None:
+    """At most MAX_ASKS unanswered asks: more is our misuse when sending and the peer's
+    error when received (an "outstanding wants" limit, protocol.md 2.6)."""
+    pair, x, y = sides
+    pair.open()
+    for i in range(MAX_ASKS):
+        x.send_ask([addr(i)])
+    with pytest.raises(LocalProtocolError, match="unanswered"):
+        x.send_ask([addr(99)])
+    assert len(pair.deliver(x)) == MAX_ASKS
+    before = snap(y)
+    with pytest.raises(RemoteProtocolError, match="unanswered") as info:
+        y.receive_data(encode(["ask", [addr(99)]]))
+    assert info.value.code == CLOSE_TOO_BIG
+    assert snap(y)["state"] is before["state"] is State.OPEN
+    y.send_have([])  # answering one makes room for one more
+    y.receive_data(encode(["ask", [addr(99)]]))
+    assert y.events_received() == [Ask((addr(99),))]
+
+
+def test_have_naming_what_we_did_not_ask_is_refused(
+    sides: tuple[Pair, SyncProtocol, SyncProtocol],
+) -> None:
+    pair, x, _ = sides
+    pair.open()
+    x.send_ask([addr(1), addr(2)])
+    pair.deliver(x)
+    with pytest.raises(RemoteProtocolError, match="did not ask about") as info:
+        x.receive_data(encode(["have", [addr(1), addr(3)]]))
+    assert info.value.code == CLOSE_PROTOCOL
+    assert x.asks_unanswered == 1  # a refused message changes nothing
+    x.receive_data(encode(["have", [addr(2)]]))
+    assert x.events_received() == [Have((addr(2),), (addr(1), addr(2)))]
 
 
 def test_a_whole_sync_in_order(sides: tuple[Pair, SyncProtocol, SyncProtocol]) -> None:
@@ -492,7 +566,7 @@ def test_statistics_nodes_received_counts_only_accepted_messages() -> None:
 RX = Limits(max_message=2048, max_node=64, max_nodes=3, max_heads=2)
 A1, A2, A3 = addr(1), addr(2), addr(3)
 N1 = blob(1)
-GOOD_HELLO = ["hello", 1, A_ID, DEFAULT_MAP, None]
+GOOD_HELLO = ["hello", V, A_ID, DEFAULT_MAP, None]
 
 
 def receiver_in(state: str) -> SyncProtocol:
@@ -545,58 +619,74 @@ MALFORMED = [
     Bad("tag not a string", "open", m(2, {}, [], []), CLOSE_PROTOCOL, "list starting with"),
     Bad("tag as bytes", "open", m(b"heads", {}, [], []), CLOSE_PROTOCOL, "list starting with"),
     Bad("unknown tag", "open", m("want", [A1]), CLOSE_PROTOCOL, "unknown message tag 'want'"),
+    # ask, have (protocol.md 2.7)
+    Bad("ask before hello", "start", m("ask", [A1]), CLOSE_PROTOCOL, "ask before hello"),
+    Bad("ask: no field", "open", m("ask"), CLOSE_PROTOCOL, r"ask: expected \[commits\]"),
+    Bad("ask: 2 fields", "open", m("ask", [A1], [A2]), CLOSE_PROTOCOL, "ask: expected"),
+    Bad("ask: no commits", "open", m("ask", []), CLOSE_PROTOCOL, "ask: no commits"),
+    Bad("ask: not addresses", "open", m("ask", [b"x"]), CLOSE_PROTOCOL,
+        "ask: expected a list of node addresses"),
+    Bad("ask: a map", "open", m("ask", {"a": A1}), CLOSE_PROTOCOL, "ask: expected a list"),
+    Bad("ask: over max_heads", "open", m("ask", [A1, A2, A3]), CLOSE_TOO_BIG,
+        "ask: 3 addresses, limit 2"),
+    Bad("have unasked", "open", m("have", [A1]), CLOSE_PROTOCOL, "have: we asked nothing"),
+    Bad("empty have unasked", "open", m("have", []), CLOSE_PROTOCOL, "we asked nothing"),
+    Bad("have before hello", "received", m("have", []), CLOSE_PROTOCOL, "have before hello"),
+    Bad("have: 0 fields", "open", m("have"), CLOSE_PROTOCOL, r"have: expected \[commits\]"),
+    Bad("have: not addresses", "open", m("have", [1]), CLOSE_PROTOCOL,
+        "have: expected a list of node addresses"),
     Bad("unknown tag, case", "open", m("HEADS", {}, [], []), CLOSE_PROTOCOL, "unknown message tag"),
     Bad("text instead of bytes", "open", '["heads", {}, [], []]', CLOSE_PROTOCOL, "text message"),
     Bad("oversized message", "open", b"\x00" * 2049, CLOSE_TOO_BIG, "2049 bytes, limit 2048"),
     Bad("oversized before hello", "start", b"\x00" * 2049, CLOSE_TOO_BIG, "limit 2048"),
     # hello
-    Bad("hello: 3 fields", "start", m("hello", 1, A_ID, DEFAULT_MAP), CLOSE_PROTOCOL,
+    Bad("hello: 3 fields", "start", m("hello", V, A_ID, DEFAULT_MAP), CLOSE_PROTOCOL,
         r"hello: expected \[version, peer id, limits, branches\]"),
     Bad("hello: 5 fields", "start", m(*GOOD_HELLO, 0), CLOSE_PROTOCOL, "hello: expected"),
     Bad("hello: no fields", "start", m("hello"), CLOSE_PROTOCOL, "hello: expected"),
-    Bad("hello: version 2", "start", m("hello", 2, A_ID, DEFAULT_MAP, None), CLOSE_VERSION,
-        "protocol version 2, we speak 1"),
+    Bad("hello: version 3", "start", m("hello", 3, A_ID, DEFAULT_MAP, None), CLOSE_VERSION,
+        "protocol version 3, we speak 2"),
     Bad("hello: version 0", "start", m("hello", 0, A_ID, DEFAULT_MAP, None), CLOSE_VERSION,
         "protocol version 0"),
     Bad("hello: version a string", "start", m("hello", "1", A_ID, DEFAULT_MAP, None),
         CLOSE_VERSION, "protocol version '1'"),
     Bad("hello: version null", "start", m("hello", None, A_ID, DEFAULT_MAP, None), CLOSE_VERSION,
         "protocol version None"),
-    Bad("hello: peer id 7 bytes", "start", m("hello", 1, b"1234567", DEFAULT_MAP, None),
+    Bad("hello: peer id 7 bytes", "start", m("hello", V, b"1234567", DEFAULT_MAP, None),
         CLOSE_PROTOCOL, "peer id must be 8 bytes"),
-    Bad("hello: peer id 9 bytes", "start", m("hello", 1, b"123456789", DEFAULT_MAP, None),
+    Bad("hello: peer id 9 bytes", "start", m("hello", V, b"123456789", DEFAULT_MAP, None),
         CLOSE_PROTOCOL, "peer id must be 8 bytes"),
-    Bad("hello: peer id text", "start", m("hello", 1, "12345678", DEFAULT_MAP, None),
+    Bad("hello: peer id text", "start", m("hello", V, "12345678", DEFAULT_MAP, None),
         CLOSE_PROTOCOL, "peer id must be 8 bytes"),
-    Bad("hello: peer id an int", "start", m("hello", 1, 12345678, DEFAULT_MAP, None),
+    Bad("hello: peer id an int", "start", m("hello", V, 12345678, DEFAULT_MAP, None),
         CLOSE_PROTOCOL, "peer id must be 8 bytes"),
-    Bad("hello: limits a list", "start", m("hello", 1, A_ID, [1, 2, 3, 4], None), CLOSE_PROTOCOL,
+    Bad("hello: limits a list", "start", m("hello", V, A_ID, [1, 2, 3, 4], None), CLOSE_PROTOCOL,
         "hello: bad limits"),
     Bad("hello: limits missing a key", "start",
-        m("hello", 1, A_ID, {k: v for k, v in DEFAULT_MAP.items() if k != "max_heads"}, None),
+        m("hello", V, A_ID, {k: v for k, v in DEFAULT_MAP.items() if k != "max_heads"}, None),
         CLOSE_PROTOCOL, "hello: bad limits"),
-    Bad("hello: limit zero", "start", m("hello", 1, A_ID, {**DEFAULT_MAP, "max_node": 0}, None),
+    Bad("hello: limit zero", "start", m("hello", V, A_ID, {**DEFAULT_MAP, "max_node": 0}, None),
         CLOSE_PROTOCOL, "hello: bad limits"),
     Bad("hello: limit negative", "start",
-        m("hello", 1, A_ID, {**DEFAULT_MAP, "max_message": -1}, None), CLOSE_PROTOCOL,
+        m("hello", V, A_ID, {**DEFAULT_MAP, "max_message": -1}, None), CLOSE_PROTOCOL,
         "hello: bad limits"),
     Bad("hello: limit a string", "start",
-        m("hello", 1, A_ID, {**DEFAULT_MAP, "max_nodes": "10"}, None), CLOSE_PROTOCOL,
+        m("hello", V, A_ID, {**DEFAULT_MAP, "max_nodes": "10"}, None), CLOSE_PROTOCOL,
         "hello: bad limits"),
     Bad("hello: limit a float", "start",
-        m("hello", 1, A_ID, {**DEFAULT_MAP, "max_nodes": 10.5}, None), CLOSE_PROTOCOL,
+        m("hello", V, A_ID, {**DEFAULT_MAP, "max_nodes": 10.5}, None), CLOSE_PROTOCOL,
         "hello: bad limits"),
-    Bad("hello: branches a string", "start", m("hello", 1, A_ID, DEFAULT_MAP, "main"),
+    Bad("hello: branches a string", "start", m("hello", V, A_ID, DEFAULT_MAP, "main"),
         CLOSE_PROTOCOL, "branches must be a list or null"),
-    Bad("hello: branches a map", "start", m("hello", 1, A_ID, DEFAULT_MAP, {"main": 1}),
+    Bad("hello: branches a map", "start", m("hello", V, A_ID, DEFAULT_MAP, {"main": 1}),
         CLOSE_PROTOCOL, "branches must be a list or null"),
-    Bad("hello: branch not a string", "start", m("hello", 1, A_ID, DEFAULT_MAP, ["main", 5]),
+    Bad("hello: branch not a string", "start", m("hello", V, A_ID, DEFAULT_MAP, ["main", 5]),
         CLOSE_PROTOCOL, "bad branch name 5"),
-    Bad("hello: branch as bytes", "start", m("hello", 1, A_ID, DEFAULT_MAP, [b"main"]),
+    Bad("hello: branch as bytes", "start", m("hello", V, A_ID, DEFAULT_MAP, [b"main"]),
         CLOSE_PROTOCOL, "bad branch name b'main'"),
-    Bad("hello: empty branch name", "start", m("hello", 1, A_ID, DEFAULT_MAP, [""]),
+    Bad("hello: empty branch name", "start", m("hello", V, A_ID, DEFAULT_MAP, [""]),
         CLOSE_PROTOCOL, "bad branch name ''"),
-    Bad("hello: branch name over 200", "start", m("hello", 1, A_ID, DEFAULT_MAP, ["b" * 201]),
+    Bad("hello: branch name over 200", "start", m("hello", V, A_ID, DEFAULT_MAP, ["b" * 201]),
         CLOSE_PROTOCOL, "bad branch name 'bbb"),
     Bad("second hello (received)", "received", m(*GOOD_HELLO), CLOSE_PROTOCOL, "second hello"),
     Bad("second hello (open)", "open", m(*GOOD_HELLO), CLOSE_PROTOCOL, "second hello"),
@@ -703,12 +793,12 @@ MALFORMED = [
     Bad("BUG hello: version 1.0", "start", m("hello", 1.0, A_ID, DEFAULT_MAP, None),
         CLOSE_VERSION, "protocol version"),
     Bad("BUG hello: limit true", "start",
-        m("hello", 1, A_ID, {**DEFAULT_MAP, "max_nodes": True}, None), CLOSE_PROTOCOL,
+        m("hello", V, A_ID, {**DEFAULT_MAP, "max_nodes": True}, None), CLOSE_PROTOCOL,
         "hello: bad limits"),
     # BUG (report 2): the version must be checked before the shape, or a v2 hello of another
     # shape gets CLOSE_PROTOCOL ("expected [...]") where the peer needs CLOSE_VERSION
-    Bad("BUG hello: version 2 with another shape", "start", m("hello", 2, A_ID, {"k": 1}),
-        CLOSE_VERSION, "protocol version 2"),
+    Bad("BUG hello: version 3 with another shape", "start", m("hello", 3, A_ID, {"k": 1}),
+        CLOSE_VERSION, "protocol version 3"),
 ]
 
 
@@ -759,7 +849,7 @@ def local_in(state: str) -> SyncProtocol:
     if state in ("sent", "open", "closed"):
         p.send_hello()
     if state in ("received", "open"):
-        p.receive_data(encode(["hello", 1, B_ID, limits_map(RX), None]))
+        p.receive_data(encode(["hello", V, B_ID, limits_map(RX), None]))
     if state == "closed":
         p.send_bye()
     p.data_to_send()
@@ -781,6 +871,13 @@ MISUSE: list[tuple[str, str, Any]] = [
     ("nodes after bye", "closed", lambda p: p.send_nodes([N1])),
     ("update after bye", "closed", lambda p: p.send_update("main", [A1])),
     ("bye twice", "closed", lambda p: p.send_bye()),
+    ("ask before hello", "sent", lambda p: p.send_ask([A1])),
+    ("ask after bye", "closed", lambda p: p.send_ask([A1])),
+    ("ask of nothing", "open", lambda p: p.send_ask([])),
+    ("ask over the peer's max_heads", "open", lambda p: p.send_ask([A1, A2, A3])),
+    ("ask of a non-address", "open", lambda p: p.send_ask([b"x"])),
+    ("have with no ask to answer", "open", lambda p: p.send_have([])),
+    ("have before hello", "received", lambda p: p.send_have([])),
     ("node over the peer's max_node", "open", lambda p: p.send_nodes([blob(1, 65)])),
 ]
 
@@ -967,7 +1064,7 @@ CBOR = st.recursive(
 )
 TAGGED = st.builds(
     lambda tag, args: encode([tag, *args]),
-    st.sampled_from(["hello", "heads", "nodes", "update", "bye", "want"]),
+    st.sampled_from(["hello", "heads", "nodes", "update", "ask", "have", "bye", "want"]),
     st.lists(CBOR, max_size=5),
 )
 
@@ -996,7 +1093,7 @@ def feed(p: SyncProtocol, data: bytes) -> None:
     else:
         events = p.events_received()
         assert len(events) == 1
-        assert isinstance(events[0], Hello | Heads | Nodes | Update | Bye)
+        assert isinstance(events[0], Hello | Heads | Nodes | Update | Ask | Have | Bye)
     check_consistent(p)
 
 
@@ -1058,6 +1155,7 @@ def commands(draw: st.DrawFn, lim: Limits) -> list[tuple[str, Any]]:
             ),
         ),
         st.tuples(st.just("update"), st.tuples(BRANCH, heads)),
+        st.tuples(st.just("ask"), heads),
     )
     return draw(st.lists(one, max_size=6))
 
@@ -1083,6 +1181,11 @@ def test_whatever_one_side_sends_the_other_accepts(a_sends: bool, data: st.DataO
             nodes_total += len(args)
             if args:
                 expected.append(Nodes(tuple(args)))
+        elif kind == "ask":
+            if x.asks_unanswered == MAX_ASKS:
+                continue
+            x.send_ask(args)
+            expected.append(Ask(tuple(args)))
         else:
             x.send_update(args[0], args[1])
             expected.append(Update(args[0], tuple(args[1])))
