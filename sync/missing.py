@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from replica.commit import Commit, decode_commit
 from replica.datom import TREES
 from replica.db import Database
 from store.codec import decode
 from store.errors import CodecError, CorruptNode
-from store.nodes import decode_node
-from store.tree import Tree, new_nodes
+from store.nodes import Node, Nodes, TreeConfig, decode_node
+from store.tree import Tree, diff, new_nodes
 from sync.protocol import RemoteProtocolError
 
 #: a received commit stamped further than this in the future is refused
@@ -121,21 +122,142 @@ def ask_sample(commits: list[Commit], limit: int) -> list[bytes]:
     return list(picked)[:limit]
 
 
+#: a commit whose trees differ from its first parent's in at most this many entries goes
+#: as a delta (its edits) instead of its new nodes (protocol.md 4.5)
+DELTA_EDITS = 4096
+
+
+class RebuildNodes(Nodes):
+    """Nodes for rebuilding a commit's trees from a delta: reads go through ``base`` (its
+    cache and store) or ``extra`` (nodes received but held in memory); what the trees write
+    stays in :attr:`written`, in memory, until the caller stores it."""
+
+    def __init__(
+        self, base: Nodes, config: TreeConfig, extra: Mapping[bytes, bytes] | None = None
+    ) -> None:
+        super().__init__(base.store, config, cache_bytes=0)
+        self._base = base
+        self._extra = extra or {}
+        self._fresh: dict[bytes, Node] = {}
+        self.written: dict[bytes, bytes] = {}
+
+    def peek(self, address: bytes) -> Node | None:
+        return self._fresh.get(address) or self._base.peek(address)
+
+    async def load(self, address: bytes) -> Node:
+        node = self.peek(address)
+        if node is not None:
+            return node
+        data = self._extra.get(address)
+        if data is not None:
+            node = decode_node(address, data)
+            self._fresh[address] = node
+            return node
+        return await self._base.load(address)
+
+    async def load_many(self, addresses: Iterable[bytes]) -> list[Node]:
+        return [await self.load(a) for a in addresses]
+
+    def add(self, node: Node, data: bytes) -> None:
+        self._fresh[node.address] = node
+        self.written[node.address] = data
+
+    def add_raw(self, address: bytes, data: bytes) -> None:
+        self.written[address] = data
+
+    async def flush(self, *, defer: bool = False) -> None:
+        return None
+
+    async def maybe_flush(self) -> None:
+        return None
+
+
+async def rebuild(
+    nodes: RebuildNodes, parent: Commit, edits: Sequence[Sequence[tuple[bytes, bytes | None]]]
+) -> dict[str, bytes]:
+    """The roots of ``parent``'s trees after ``edits`` (one sorted list per tree, in
+    :data:`TREES` order); the new nodes are in ``nodes.written``."""
+    roots = {}
+    for name, pairs in zip(TREES, edits, strict=True):
+        tree = Tree(nodes, parent.roots[name])
+        if pairs:
+            keys = [k for k, _ in pairs]
+            values = [v for _, v in pairs]
+            tree = await tree.edit_sorted(keys, values, flush=False)
+        roots[name] = tree.root
+    return roots
+
+
+async def delta_of(
+    database: Database,
+    c: Commit,
+    parent: Commit,
+    limit: int = DELTA_EDITS,
+    max_bytes: int = 1 << 20,
+) -> list[list[tuple[bytes, bytes | None]]] | None:
+    """``c``'s trees as edits of ``parent``'s (one sorted list per tree), or None if they
+    differ in more than ``limit`` entries, would take more than about ``max_bytes`` on the
+    wire, or do not rebuild ``c``'s trees here (trees made with other chunking parameters
+    than ours)."""
+    nodes = database.nodes
+    edits: list[list[tuple[bytes, bytes | None]]] = []
+    total = 0
+    size = 256
+    for name in TREES:
+        pairs: list[tuple[bytes, bytes | None]] = []
+        async for batch in diff(Tree(nodes, parent.roots[name]), Tree(nodes, c.roots[name])):
+            total += len(batch)
+            size += sum(len(key) + len(new or b"") + 12 for key, _, new in batch)
+            if total > limit or size > max_bytes:
+                return None
+            pairs.extend((key, new) for key, _, new in batch)
+        edits.append(pairs)
+    if await rebuild(RebuildNodes(nodes, nodes.config), parent, edits) != dict(c.roots):
+        return None
+    return edits
+
+
+@dataclass(frozen=True, slots=True)
+class CommitDelta:
+    """A commit to send as a delta message: its bytes and its trees' edits."""
+
+    address: bytes
+    data: bytes
+    edits: list[list[tuple[bytes, bytes | None]]]
+
+
 async def nodes_to_send(
     database: Database,
     commits: list[Commit],
     already: set[bytes] | None = None,
     batch_bytes: int = 4 << 20,
-) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+    delta_edits: int = 0,
+    delta_bytes: int = 1 << 20,
+) -> AsyncIterator[list[tuple[bytes, bytes]] | CommitDelta]:
     """The nodes of ``commits`` (parents first) that their first parents do not have, in
     batches of about ``batch_bytes``: children before parents, each once (``already`` holds
     addresses sent before and is updated). Memory stays at one batch plus the addresses of
-    one commit's new nodes, however big the commit."""
+    one commit's new nodes, however big the commit.
+
+    With ``delta_edits``, a commit whose trees differ from its first parent's in at most that
+    many entries (and about ``delta_bytes`` encoded) comes as a :class:`CommitDelta` instead
+    (after its schema node, if that is new): the receiver, which holds the parent by then,
+    rebuilds the trees."""
     sent = already if already is not None else set()
     nodes = database.nodes
     store = database.store
     for c in commits:
         parent = await database.commit(c.parents[0]) if c.parents else None
+        if parent is not None and delta_edits and c.address not in sent:
+            edits = await delta_of(database, c, parent, delta_edits, delta_bytes)
+            body = await store.get(c.address)
+            if edits is not None and len(body) + 256 < delta_bytes:
+                if c.schema != parent.schema and c.schema not in sent:
+                    sent.add(c.schema)
+                    yield [(c.schema, await store.get(c.schema))]
+                sent.add(c.address)
+                yield CommitDelta(c.address, body, edits)
+                continue
         order: list[tuple[int, bytes]] = []
         for name in TREES:
             base = Tree(nodes, parent.roots[name]) if parent is not None else None
@@ -168,25 +290,27 @@ def children_of(address: bytes, data: bytes) -> tuple[list[bytes], bool]:
     """What a received node refers to (a tree node's children; a commit's trees, schema and
     parents) and whether it is a commit, checking a commit's clock. Raises
     RemoteProtocolError for a malformed node."""
+    if data and 0x80 <= data[0] <= 0x9F:  # a CBOR array: a tree node, decoded once
+        try:
+            node = decode_node(address, data)
+        except CorruptNode as exc:
+            raise RemoteProtocolError(f"node {address.hex()[:16]} is malformed: {exc}") from exc
+        return (list(node.children) if node.level else []), False
     try:
         body = decode(data)
     except CodecError as exc:
         raise RemoteProtocolError(f"node {address.hex()[:16]} is malformed: {exc}") from exc
-    if isinstance(body, dict):
-        kind = body.get("kind")
-        if kind == "schema":
-            return [], False
-        if kind != "commit":
-            raise RemoteProtocolError(f"node {address.hex()[:16]} is of unknown kind")
-        try:
-            c = decode_commit(address, data)
-        except CorruptNode as exc:
-            raise RemoteProtocolError(f"malformed commit {address.hex()[:16]}: {exc}") from exc
-        if c.stamp.wall_ms > time.time() * 1000 + MAX_CLOCK_SKEW_MS:
-            raise RemoteProtocolError(f"commit {address.hex()[:16]} is stamped too far ahead")
-        return [*c.roots.values(), c.schema, *c.parents], True
+    if not isinstance(body, dict):
+        raise RemoteProtocolError(f"node {address.hex()[:16]} is malformed: not a tree node")
+    kind = body.get("kind")
+    if kind == "schema":
+        return [], False
+    if kind != "commit":
+        raise RemoteProtocolError(f"node {address.hex()[:16]} is of unknown kind")
     try:
-        node = decode_node(address, data)
+        c = decode_commit(address, data)
     except CorruptNode as exc:
-        raise RemoteProtocolError(f"node {address.hex()[:16]} is malformed: {exc}") from exc
-    return (list(node.children) if node.level else []), False
+        raise RemoteProtocolError(f"malformed commit {address.hex()[:16]}: {exc}") from exc
+    if c.stamp.wall_ms > time.time() * 1000 + MAX_CLOCK_SKEW_MS:
+        raise RemoteProtocolError(f"commit {address.hex()[:16]} is stamped too far ahead")
+    return [*c.roots.values(), c.schema, *c.parents], True

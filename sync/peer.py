@@ -31,16 +31,23 @@ from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.http11 import Request, Response
 
+from replica.commit import decode_commit
 from replica.connection import Connection
+from replica.datom import TREES
 from replica.errors import NoSuchCommit
 from replica.merge import is_ancestor
 from store.codec import decode, encode, is_address
-from store.errors import CodecError, CorruptNode
+from store.errors import CodecError, CorruptNode, TreeError
+from store.nodes import TreeConfig
 from sync.missing import (
+    DELTA_EDITS,
+    CommitDelta,
+    RebuildNodes,
     ask_sample,
     children_of,
     missing_commits,
     nodes_to_send,
+    rebuild,
     samples,
     unsure,
 )
@@ -52,6 +59,7 @@ from sync.protocol import (
     CLOSE_TOO_BIG,
     Ask,
     Bye,
+    Delta,
     Have,
     Heads,
     Hello,
@@ -338,6 +346,8 @@ class _Session:
         for event in self.proto.events_received():
             if isinstance(event, Nodes):
                 await self._store(event)
+            elif isinstance(event, Delta):
+                await self._store_delta(event)
             elif isinstance(event, Bye):
                 raise PeerClosed(event.code, event.reason)
             else:
@@ -364,6 +374,8 @@ class _Session:
             await self._push()
         elif isinstance(event, Nodes):
             await self._store(event)
+        elif isinstance(event, Delta):
+            await self._store_delta(event)
         elif isinstance(event, Update):
             if not self.perm.can_write(event.branch) or not self._wants(event.branch):
                 raise RemoteProtocolError(
@@ -436,8 +448,23 @@ class _Session:
                 if doubt:
                     ask.update(dict.fromkeys(ask_sample(doubt, ASK_LIMIT)))
                     continue
-            async for batch in nodes_to_send(self.conn.database, commits, self.sent):
-                self.proto.send_nodes(batch)
+            async for batch in nodes_to_send(
+                self.conn.database,
+                commits,
+                self.sent,
+                delta_edits=DELTA_EDITS,
+                delta_bytes=min(peer.limits.max_message, peer.limits.max_node, 1 << 20),
+            ):
+                if isinstance(batch, CommitDelta):
+                    cfg = self.conn.database.nodes.config
+                    self.proto.send_delta(
+                        batch.address,
+                        batch.data,
+                        (cfg.target, cfg.min_size, cfg.max_size),
+                        batch.edits,
+                    )
+                else:
+                    self.proto.send_nodes(batch)
                 await self._flush()  # waits while the peer reads slowly (bounded buffer)
             self.proto.send_update(branch, ours)
             self.updates[branch] = list(ours)
@@ -482,13 +509,53 @@ class _Session:
             batch[addr] = data
             if is_commit:
                 commits.append(addr)
+        await self._check_present(refs, "node")
+        await self._accept(batch, commits)
+
+    async def _check_present(self, refs: list[bytes], what: str) -> None:
+        """Everything in ``refs`` must be in the store or received in this session (5.1)."""
         if refs:
             absent = await self.conn.store.missing(sorted(set(refs)))
             if absent:
                 raise RemoteProtocolError(
-                    f"node refers to {len(absent)} node(s) not sent before it "
+                    f"{what} refers to {len(absent)} node(s) not sent before it "
                     f"(e.g. {sorted(absent)[0].hex()[:16]})"
                 )
+
+    async def _store_delta(self, event: Delta) -> None:
+        """Rebuild a commit's trees from its parent's and the edits (4.5, 5.1); store them
+        and the commit only if they are exactly the commit's trees."""
+        if not self.perm.write:
+            raise RemoteProtocolError("peer may not write here (read-only)", CLOSE_FORBIDDEN)
+        name = event.address.hex()[:16]
+        _, is_commit = children_of(event.address, event.data)
+        if not is_commit:
+            raise RemoteProtocolError(f"delta {name} is not a commit")
+        c = decode_commit(event.address, event.data)
+        if not c.parents:
+            raise RemoteProtocolError(f"delta {name} is a commit with no parent")
+        if len(event.edits) != len(TREES):
+            raise RemoteProtocolError(f"delta {name}: {len(event.edits)} trees, not {len(TREES)}")
+        refs = [a for a in (c.schema, *c.parents) if a not in self.received]
+        await self._check_present(refs, f"delta {name}")
+        first = c.parents[0]
+        data = self.held.get(first)
+        try:
+            parent = decode_commit(
+                first, data if data is not None else await self.conn.store.get(first)
+            )
+            nodes = RebuildNodes(self.conn.database.nodes, TreeConfig(*event.tree), self.held)
+            roots = await rebuild(nodes, parent, event.edits)
+        except (CorruptNode, TreeError) as exc:
+            raise RemoteProtocolError(f"delta {name} cannot be rebuilt: {exc}") from exc
+        if roots != dict(c.roots):
+            raise RemoteProtocolError(f"delta {name} does not rebuild the commit's trees")
+        batch = dict(nodes.written)
+        batch[event.address] = event.data
+        await self._accept(batch, [event.address])
+
+    async def _accept(self, batch: dict[bytes, bytes], commits: list[bytes]) -> None:
+        """Store verified nodes (or hold them, for a peer that may write some branches)."""
         self.received.update(batch)
         if "*" not in self.perm.write:
             self.held.update(batch)

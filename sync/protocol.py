@@ -6,8 +6,8 @@ message to :meth:`SyncProtocol.receive_data`, takes the parsed :meth:`events_rec
 
 Transition table (protocol.md section 3). ``S`` = a send command, ``R`` = a received message::
 
-    state        | S hello       | R hello       | S/R heads, nodes, update, | S/R bye
-                 |               |               |     ask, have             |
+    state        | S hello       | R hello       | S/R heads, nodes, delta,  | S/R bye
+                 |               |               |     update, ask, have     |
     -------------+---------------+---------------+---------------------------+---------
     START        | -> SENT       | -> RECEIVED   | error                     | -> CLOSED
     SENT         | error         | -> OPEN       | error                     | -> CLOSED
@@ -36,6 +36,8 @@ from store.errors import CodecError
 PROTOCOL_VERSION = 2
 #: asks one side may have sent and not seen answered (protocol.md 2.6)
 MAX_ASKS = 4
+#: edits in one delta message, all trees together (protocol.md 2.6)
+MAX_DELTA_EDITS = 50_000
 
 #: close codes (protocol.md section 6); websocket close codes 4000-4999 are ours
 CLOSE_NORMAL = 1000
@@ -118,6 +120,18 @@ class Nodes:
 
 
 @dataclass(frozen=True, slots=True)
+class Delta:
+    """A verified commit sent as its trees' edits against its first parent's trees
+    (``edits[i]``: sorted ``(key, value or None)`` pairs of the i-th tree), to be rebuilt with
+    the chunking parameters ``tree`` (target, min, max) and checked against its roots."""
+
+    address: bytes
+    data: bytes
+    tree: tuple[int, int, int]
+    edits: tuple[tuple[tuple[bytes, bytes | None], ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Update:
     """Every node under ``heads`` has been sent: add them to ``branch``."""
 
@@ -146,7 +160,7 @@ class Bye:
     reason: str
 
 
-Event = Hello | Heads | Nodes | Update | Ask | Have | Bye
+Event = Hello | Heads | Nodes | Delta | Update | Ask | Have | Bye
 
 
 def _branch_name(x: Any) -> str:
@@ -307,6 +321,52 @@ class SyncProtocol:
         self.nodes_received += len(out)
         return Nodes(tuple(out))
 
+    def _r_delta(self, args: list[Any]) -> Delta:
+        self._need_open("delta")
+        if len(args) != 4:
+            raise RemoteProtocolError("delta: expected [address, bytes, tree, edits]")
+        addr, data, tree, edits = args
+        if not is_address(addr) or not isinstance(data, bytes):
+            raise RemoteProtocolError("delta: expected an address and the commit's bytes")
+        if len(data) > self.limits.max_node:
+            raise RemoteProtocolError(
+                f"delta {addr.hex()[:16]} of {len(data)} bytes, limit {self.limits.max_node}",
+                CLOSE_TOO_BIG,
+            )
+        if (
+            not isinstance(tree, list)
+            or len(tree) != 3
+            or not all(type(x) is int and 0 < x < 1 << 32 for x in tree)
+            or not tree[1] <= tree[0] <= tree[2]
+        ):
+            raise RemoteProtocolError("delta: tree must be [target, min, max]")
+        if not isinstance(edits, list) or not all(isinstance(e, list) for e in edits):
+            raise RemoteProtocolError("delta: edits must be a list of lists")
+        total = sum(map(len, edits))
+        if total > MAX_DELTA_EDITS:
+            raise RemoteProtocolError(
+                f"delta: {total} edits, limit {MAX_DELTA_EDITS}", CLOSE_TOO_BIG
+            )
+        out = []
+        for pairs in edits:
+            last = None
+            for pair in pairs:
+                if (
+                    not isinstance(pair, list)
+                    or len(pair) != 2
+                    or not isinstance(pair[0], bytes)
+                    or not (pair[1] is None or isinstance(pair[1], bytes))
+                ):
+                    raise RemoteProtocolError("delta: each edit is [key, value or null]")
+                if last is not None and pair[0] <= last:
+                    raise RemoteProtocolError("delta: keys not strictly ascending")
+                last = pair[0]
+            out.append(tuple((k, v) for k, v in pairs))
+        if address_of(data) != addr:
+            raise RemoteProtocolError(f"delta {addr.hex()[:16]} does not match its address")
+        self.nodes_received += 1
+        return Delta(addr, data, (tree[0], tree[1], tree[2]), tuple(out))
+
     def _r_update(self, args: list[Any]) -> Update:
         self._need_open("update")
         if len(args) != 2:
@@ -324,9 +384,7 @@ class SyncProtocol:
         if not commits:
             raise RemoteProtocolError("ask: no commits")
         if len(self._to_answer) >= MAX_ASKS:
-            raise RemoteProtocolError(
-                f"ask: more than {MAX_ASKS} asks unanswered", CLOSE_TOO_BIG
-            )
+            raise RemoteProtocolError(f"ask: more than {MAX_ASKS} asks unanswered", CLOSE_TOO_BIG)
         self._to_answer.append(commits)
         return Ask(commits)
 
@@ -436,6 +494,30 @@ class SyncProtocol:
             self._send(["nodes", batch])
         self.nodes_sent += len(nodes)
 
+    def send_delta(
+        self,
+        address: bytes,
+        data: bytes,
+        tree: Sequence[int],
+        edits: Sequence[Sequence[tuple[bytes, bytes | None]]],
+    ) -> None:
+        """Send a commit as its trees' edits against its first parent (protocol.md 2.8)."""
+        self._need_open_local("delta")
+        assert self.peer is not None
+        if not is_address(address) or not isinstance(data, bytes):
+            raise LocalProtocolError("a delta is an address and the commit's bytes")
+        total = sum(map(len, edits))
+        if len(data) > self.peer.limits.max_node or total > MAX_DELTA_EDITS:
+            raise LocalProtocolError("delta over the peer's limits")
+        msg = ["delta", address, data, list(tree), [[[k, v] for k, v in e] for e in edits]]
+        encoded = encode(msg)
+        if len(encoded) > self.peer.limits.max_message:
+            raise LocalProtocolError("delta over the peer's max_message")
+        self.bytes_sent += len(encoded)
+        self.messages_sent += 1
+        self._out.append(encoded)
+        self.nodes_sent += 1
+
     def send_update(self, branch: str, heads: Sequence[bytes]) -> None:
         self._need_open_local("update")
         assert self.peer is not None
@@ -485,6 +567,7 @@ _HANDLERS: dict[str, Callable[[SyncProtocol, list[Any]], Event]] = {
     "heads": SyncProtocol._r_heads,
     "nodes": SyncProtocol._r_nodes,
     "update": SyncProtocol._r_update,
+    "delta": SyncProtocol._r_delta,
     "ask": SyncProtocol._r_ask,
     "have": SyncProtocol._r_have,
     "bye": SyncProtocol._r_bye,
@@ -492,8 +575,10 @@ _HANDLERS: dict[str, Callable[[SyncProtocol, list[Any]], Event]] = {
 
 __all__ = [
     "MAX_ASKS",
+    "MAX_DELTA_EDITS",
     "Ask",
     "Bye",
+    "Delta",
     "Event",
     "Have",
     "Heads",

@@ -28,6 +28,7 @@ from replica.datom import TREES
 from replica.maintenance import verify
 from store.codec import address_of, decode, encode
 from store.tree import Tree, new_nodes
+from sync import peer as sync_peer
 from sync.peer import READ_ONLY, Permissions
 from sync.protocol import (
     CLOSE_FORBIDDEN,
@@ -172,7 +173,31 @@ async def test_clone_from_empty(open_db: OpenDb) -> None:
     assert server.statistics().nodes_sent == stats.nodes_received
 
 
-async def test_fast_forward_sends_only_the_new_nodes(open_db: OpenDb) -> None:
+async def test_fast_forward_sends_a_small_commit_as_its_edits(open_db: OpenDb) -> None:
+    """protocol.md 4.5: the receiver holds the parent, so the commit travels as its trees'
+    edits (a delta), and the receiver rebuilds exactly the sender's nodes."""
+    a = await open_db("a", SCHEMA)
+    await fill(a, 8, 50)
+    b = await open_db("b")
+    async with replica.serve(a, HOST, 0) as server:
+        await sync(b, uri_of(server))
+        report = await a.transact([{"p/name": "n3-7", "p/age": 1}, {"p/name": "new", "p/age": 2}])
+        fresh = await commit_new_nodes(a, report.db_after.commit_id)
+        stats = await sync(b, uri_of(server))
+    await assert_same(a, b)
+    assert "new" in await names(b)
+    assert await b.store.missing(sorted(fresh)) == set()  # every node of the commit, rebuilt
+    await verify(b)  # and each matches its address
+    assert stats.nodes_received == 1  # one delta
+    assert stats.bytes_received < sum(fresh.values()) / 5, (sum(fresh.values()), stats)
+    assert stats.nodes_sent == 0
+
+
+async def test_fast_forward_sends_only_the_new_nodes(
+    open_db: OpenDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With deltas off (a commit too big for one), exactly the commit's new nodes."""
+    monkeypatch.setattr(sync_peer, "DELTA_EDITS", 0)
     a = await open_db("a", SCHEMA)
     await fill(a, 8, 50)
     b = await open_db("b")
@@ -705,6 +730,12 @@ async def _hostile_messages(kind: str, a: replica.Connection) -> list[bytes | st
         wall = int(time.time() * 1000) + 24 * 3600 * 1000
         addr, data = await _forged_commit(a, hlc=[wall, 0])
         return [_hello(), encode(["nodes", [[addr, data]]])]
+    if kind in ("delta-not-rebuilding-its-trees", "delta-with-unsent-parent"):
+        parent = a.commit_id if kind.startswith("delta-not") else address_of(b"unsent parent")
+        addr, data = await _forged_commit(a, parents=[parent])
+        edits: list[list[list[bytes]]] = [[] for _ in TREES]
+        edits[0].append([b"\x00 a key nobody wrote", b"x"])
+        return [_hello(), encode(["delta", addr, data, [4096, 512, 16384], edits])]
     if kind == "oversized-message":
         return [_hello(), b"\x00" * (3 << 19)]
     raise AssertionError(kind)
@@ -721,6 +752,8 @@ HOSTILE = {
     "update-naming-commits-never-sent": (CLOSE_PROTOCOL, "not sent"),
     "commit-with-unsent-parent": (CLOSE_PROTOCOL, "not sent"),
     "commit-stamped-far-ahead": (CLOSE_PROTOCOL, "ahead"),
+    "delta-not-rebuilding-its-trees": (CLOSE_PROTOCOL, "does not rebuild"),
+    "delta-with-unsent-parent": (CLOSE_PROTOCOL, "not sent"),
     # websockets' own "message too big", at the server's max_message (1 MiB here)
     "oversized-message": (1009, "exceeds limit"),
 }

@@ -44,9 +44,11 @@ from sync.protocol import (
     CLOSE_TOO_BIG,
     CLOSE_VERSION,
     MAX_ASKS,
+    MAX_DELTA_EDITS,
     PROTOCOL_VERSION,
     Ask,
     Bye,
+    Delta,
     Event,
     Have,
     Heads,
@@ -310,6 +312,40 @@ def test_update(sides: tuple[Pair, SyncProtocol, SyncProtocol]) -> None:
     assert pair.deliver(x) == [Update("main", (addr(1), addr(2)))]
     assert pair.wire[-1] == (x.peer_id, encode(["update", "main", [addr(1), addr(2)]]))
     assert x.state is y.state is State.OPEN
+
+
+TREE = (4096, 512, 16384)
+
+
+def test_delta(sides: tuple[Pair, SyncProtocol, SyncProtocol]) -> None:
+    """protocol.md 2.8: a commit as its trees' edits; counted as one node each way."""
+    pair, x, y = sides
+    pair.open()
+    address, data = blob(7)
+    edits = [[(b"a", b"1"), (b"b", None)], [], [(b"k", b"")]]
+    x.send_delta(address, data, TREE, edits)
+    msg = encode(["delta", address, data, list(TREE), [[[k, v] for k, v in e] for e in edits]])
+    assert pair.deliver(x) == [
+        Delta(address, data, TREE, tuple(tuple(e) for e in edits))
+    ]
+    assert pair.wire[-1] == (x.peer_id, msg)
+    from_x = [d for who, d in pair.wire if who == x.peer_id]
+    from_y = [d for who, d in pair.wire if who == y.peer_id]
+    assert snap(x) == expect(State.OPEN, hello_of(y), from_x, from_y, nodes_sent=1)
+    assert snap(y) == expect(State.OPEN, hello_of(x), from_y, from_x, nodes_received=1)
+
+
+def test_delta_edit_limit() -> None:
+    p = SyncProtocol(B_ID)
+    p.receive_data(encode(GOOD_HELLO))
+    p.send_hello()
+    address, data = blob(1)
+    too_many = [[[b"%08d" % i, None] for i in range(MAX_DELTA_EDITS + 1)]]
+    with pytest.raises(RemoteProtocolError, match="edits, limit") as info:
+        p.receive_data(encode(["delta", address, data, list(TREE), too_many]))
+    assert info.value.code == CLOSE_TOO_BIG
+    with pytest.raises(LocalProtocolError, match="limits"):
+        p.send_delta(address, data, TREE, [[(k, None) for k, _ in too_many[0]]])
 
 
 def test_ask_and_have(sides: tuple[Pair, SyncProtocol, SyncProtocol]) -> None:
@@ -619,6 +655,39 @@ MALFORMED = [
     Bad("tag not a string", "open", m(2, {}, [], []), CLOSE_PROTOCOL, "list starting with"),
     Bad("tag as bytes", "open", m(b"heads", {}, [], []), CLOSE_PROTOCOL, "list starting with"),
     Bad("unknown tag", "open", m("want", [A1]), CLOSE_PROTOCOL, "unknown message tag 'want'"),
+    # delta (protocol.md 2.8)
+    Bad("delta before hello", "received", m("delta", N1[0], N1[1], [4096, 512, 16384], []),
+        CLOSE_PROTOCOL, "delta before hello"),
+    Bad("delta: 3 fields", "open", m("delta", N1[0], N1[1], [4096, 512, 16384]),
+        CLOSE_PROTOCOL, r"delta: expected \[address, bytes, tree, edits\]"),
+    Bad("delta: no address", "open", m("delta", b"x", N1[1], [4096, 512, 16384], []),
+        CLOSE_PROTOCOL, "delta: expected an address"),
+    Bad("delta: text for bytes", "open", m("delta", N1[0], "x", [4096, 512, 16384], []),
+        CLOSE_PROTOCOL, "delta: expected an address"),
+    Bad("delta: bytes not matching", "open", m("delta", N1[0], N1[1] + b"!", [9, 5, 16], []),
+        CLOSE_PROTOCOL, "does not match its address"),
+    Bad("delta: over max_node", "open", m("delta", *blob(2, 65), [9, 5, 16], []),
+        CLOSE_TOO_BIG, "65 bytes, limit 64"),
+    Bad("delta: tree of 2", "open", m("delta", *N1, [9, 5], []), CLOSE_PROTOCOL,
+        r"tree must be \[target, min, max\]"),
+    Bad("delta: tree min over target", "open", m("delta", *N1, [9, 10, 16], []), CLOSE_PROTOCOL,
+        "tree must be"),
+    Bad("delta: tree zero", "open", m("delta", *N1, [0, 0, 16], []), CLOSE_PROTOCOL,
+        "tree must be"),
+    Bad("delta: tree text", "open", m("delta", *N1, ["9", 5, 16], []), CLOSE_PROTOCOL,
+        "tree must be"),
+    Bad("delta: edits a map", "open", m("delta", *N1, [9, 5, 16], {"a": []}), CLOSE_PROTOCOL,
+        "edits must be a list of lists"),
+    Bad("delta: an edit of 3", "open", m("delta", *N1, [9, 5, 16], [[[b"k", b"v", b"w"]]]),
+        CLOSE_PROTOCOL, r"each edit is \[key, value or null\]"),
+    Bad("delta: a text key", "open", m("delta", *N1, [9, 5, 16], [[["k", b"v"]]]),
+        CLOSE_PROTOCOL, "each edit is"),
+    Bad("delta: an int value", "open", m("delta", *N1, [9, 5, 16], [[[b"k", 1]]]),
+        CLOSE_PROTOCOL, "each edit is"),
+    Bad("delta: keys descending", "open", m("delta", *N1, [9, 5, 16], [[[b"b", None], [b"a", None]]]),
+        CLOSE_PROTOCOL, "not strictly ascending"),
+    Bad("delta: a key twice", "open", m("delta", *N1, [9, 5, 16], [[[b"a", None], [b"a", b""]]]),
+        CLOSE_PROTOCOL, "not strictly ascending"),
     # ask, have (protocol.md 2.7)
     Bad("ask before hello", "start", m("ask", [A1]), CLOSE_PROTOCOL, "ask before hello"),
     Bad("ask: no field", "open", m("ask"), CLOSE_PROTOCOL, r"ask: expected \[commits\]"),
@@ -872,6 +941,11 @@ MISUSE: list[tuple[str, str, Any]] = [
     ("update after bye", "closed", lambda p: p.send_update("main", [A1])),
     ("bye twice", "closed", lambda p: p.send_bye()),
     ("ask before hello", "sent", lambda p: p.send_ask([A1])),
+    ("delta before hello", "received", lambda p: p.send_delta(*N1, TREE, [])),
+    ("delta after bye", "closed", lambda p: p.send_delta(*N1, TREE, [])),
+    ("delta over the peer's max_node", "open", lambda p: p.send_delta(*blob(1, 65), TREE, [])),
+    ("delta over the peer's max_message", "open",
+     lambda p: p.send_delta(*N1, TREE, [[(b"%04d" % i, b"v" * 40) for i in range(60)]])),
     ("ask after bye", "closed", lambda p: p.send_ask([A1])),
     ("ask of nothing", "open", lambda p: p.send_ask([])),
     ("ask over the peer's max_heads", "open", lambda p: p.send_ask([A1, A2, A3])),
@@ -1064,7 +1138,7 @@ CBOR = st.recursive(
 )
 TAGGED = st.builds(
     lambda tag, args: encode([tag, *args]),
-    st.sampled_from(["hello", "heads", "nodes", "update", "ask", "have", "bye", "want"]),
+    st.sampled_from(["hello", "heads", "nodes", "delta", "update", "ask", "have", "bye", "want"]),
     st.lists(CBOR, max_size=5),
 )
 
@@ -1093,7 +1167,7 @@ def feed(p: SyncProtocol, data: bytes) -> None:
     else:
         events = p.events_received()
         assert len(events) == 1
-        assert isinstance(events[0], Hello | Heads | Nodes | Update | Ask | Have | Bye)
+        assert isinstance(events[0], Hello | Heads | Nodes | Delta | Update | Ask | Have | Bye)
     check_consistent(p)
 
 
