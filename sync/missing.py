@@ -127,6 +127,10 @@ def ask_sample(commits: list[Commit], limit: int) -> list[bytes]:
 DELTA_EDITS = 4096
 
 
+#: decoded nodes a :class:`RebuildNodes` keeps between rebuilds
+REBUILD_NODES = 4096
+
+
 class RebuildNodes(Nodes):
     """Nodes for rebuilding a commit's trees from a delta: reads go through ``base`` (its
     cache and store) or ``extra`` (nodes received but held in memory); what the trees write
@@ -137,9 +141,16 @@ class RebuildNodes(Nodes):
     ) -> None:
         super().__init__(base.store, config, cache_bytes=0)
         self._base = base
-        self._extra = extra or {}
+        self.extra: Mapping[bytes, bytes] = extra or {}
         self._fresh: dict[bytes, Node] = {}
         self.written: dict[bytes, bytes] = {}
+
+    def begin(self) -> None:
+        """Start another rebuild: forget what was written (the nodes stay readable, up to
+        :data:`REBUILD_NODES` of them, for rebuilding the next commit on top)."""
+        self.written = {}
+        if len(self._fresh) > REBUILD_NODES:
+            self._fresh = {}
 
     def peek(self, address: bytes) -> Node | None:
         return self._fresh.get(address) or self._base.peek(address)
@@ -148,7 +159,7 @@ class RebuildNodes(Nodes):
         node = self.peek(address)
         if node is not None:
             return node
-        data = self._extra.get(address)
+        data = self.extra.get(address)
         if data is not None:
             node = decode_node(address, data)
             self._fresh[address] = node

@@ -18,6 +18,7 @@ import logging
 import math
 import random
 import ssl as _ssl
+from collections import ChainMap
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,8 @@ WS_QUEUE = 4
 MAX_HELD_BYTES = 64 << 20
 #: a peer must say hello within this long after the websocket opened
 HELLO_SECONDS = 10.0
+#: bytes of nodes rebuilt from deltas kept in memory before they are stored together
+UNSTORED_BYTES = 8 << 20
 #: commits named in one ask, and ask rounds before sending what is still unsure (4.4)
 ASK_LIMIT = 256
 MAX_ASK_ROUNDS = 3
@@ -174,6 +177,11 @@ class _Session:
         # one of them (nothing of a refused push reaches the store)
         self.held: dict[bytes, bytes] = {}
         self.held_bytes = 0
+        # nodes rebuilt from deltas, verified, to be stored together (_store_unstored)
+        self.unstored: dict[bytes, bytes] = {}
+        self.unstored_commits: list[bytes] = []
+        self.unstored_bytes = 0
+        self.rebuilder: RebuildNodes | None = None
 
     # -- which branches ---------------------------------------------------------------------
 
@@ -290,6 +298,8 @@ class _Session:
                     self.proto.receive_data(item)
                     for event in self.proto.events_received():
                         await self._handle(event)
+                    if receive.statistics().current_buffer_used == 0:
+                        await self._store_unstored()  # no more deltas queued to batch
             except RemoteProtocolError as exc:
                 _log.warning("closing sync with a peer: %s", exc)
                 await self._close(exc.code, str(exc))
@@ -300,6 +310,8 @@ class _Session:
     async def _changed_now(self) -> None:
         self.change_pending = False
         if self.proto.peer is not None and self.peer_heads is not None:
+            if await self._current_heads() == self.our_heads:
+                return  # announced already (the watch and the poller both saw the change)
             await self._announce()
             await self._push()
 
@@ -352,8 +364,12 @@ class _Session:
                 raise PeerClosed(event.code, event.reason)
             else:
                 self.deferred.append(event)
+        if inbox.statistics().current_buffer_used == 0:
+            await self._store_unstored()  # nothing more queued: no more deltas to batch
 
     async def _handle(self, event: Any) -> None:
+        if not isinstance(event, Delta):
+            await self._store_unstored()  # what follows may refer to it (or publish it)
         if isinstance(event, Hello):
             await self._announce()
         elif isinstance(event, Heads):
@@ -498,6 +514,7 @@ class _Session:
     async def _store(self, event: Nodes) -> None:
         if not self.perm.write:
             raise RemoteProtocolError("peer may not write here (read-only)", CLOSE_FORBIDDEN)
+        await self._store_unstored()  # children first, on disk too
         refs: list[bytes] = []
         batch: dict[bytes, bytes] = {}
         commits: list[bytes] = []
@@ -539,12 +556,20 @@ class _Session:
         refs = [a for a in (c.schema, *c.parents) if a not in self.received]
         await self._check_present(refs, f"delta {name}")
         first = c.parents[0]
-        data = self.held.get(first)
+        data = self.unstored.get(first) or self.held.get(first)
         try:
             parent = decode_commit(
                 first, data if data is not None else await self.conn.store.get(first)
             )
-            nodes = RebuildNodes(self.conn.database.nodes, TreeConfig(*event.tree), self.held)
+            nodes = self.rebuilder
+            if nodes is None or nodes.config != TreeConfig(*event.tree):
+                nodes = RebuildNodes(
+                    self.conn.database.nodes,
+                    TreeConfig(*event.tree),
+                    ChainMap(self.unstored, self.held),
+                )
+                self.rebuilder = nodes
+            nodes.begin()
             roots = await rebuild(nodes, parent, event.edits)
         except (CorruptNode, TreeError) as exc:
             raise RemoteProtocolError(f"delta {name} cannot be rebuilt: {exc}") from exc
@@ -552,7 +577,29 @@ class _Session:
             raise RemoteProtocolError(f"delta {name} does not rebuild the commit's trees")
         batch = dict(nodes.written)
         batch[event.address] = event.data
-        await self._accept(batch, [event.address])
+        if "*" not in self.perm.write:
+            await self._accept(batch, [event.address])
+            return
+        # stored with the deltas that follow it in the inbox, in one batch (_store_unstored)
+        self.received.update(batch)
+        self.unstored.update(batch)
+        self.unstored_commits.append(event.address)
+        self.unstored_bytes += sum(map(len, batch.values()))
+        if self.unstored_bytes >= UNSTORED_BYTES:
+            await self._store_unstored()
+
+    async def _store_unstored(self) -> None:
+        """Store the nodes rebuilt from deltas so far, children first, in one batch."""
+        if not self.unstored:
+            return
+        batch, commits = self.unstored, self.unstored_commits
+        await self.conn.store.put_many(batch)
+        await self._remember_pending(commits)
+        self.unstored = {}
+        self.unstored_commits = []
+        self.unstored_bytes = 0
+        if self.rebuilder is not None:
+            self.rebuilder.extra = ChainMap(self.unstored, self.held)
 
     async def _accept(self, batch: dict[bytes, bytes], commits: list[bytes]) -> None:
         """Store verified nodes (or hold them, for a peer that may write some branches)."""
