@@ -1,7 +1,7 @@
 """What a peer lacks, and checking what a peer sent (docs/protocol.md section 4).
 
 The sender knows the receiver's heads, a sample of commits below them at exponential
-distances (1, 2, 4, ... first-parent steps), and complete commits the receiver holds without
+distances (1, 4, 16, ... first-parent steps), and complete commits the receiver holds without
 having published them (an interrupted sync). The commits it can vouch the receiver has
 (``known``: those of these it has itself) bound a walk of its own commit graph in generation
 order: everything reachable from its heads and not from ``known`` is missing, and for each
@@ -10,7 +10,8 @@ missing commit the nodes reachable from it but not from its first parent (a tree
 or per tree level.
 
 If the receiver's heads are unknown to the sender (they diverged), the samples still name
-a common commit within twice the divergence, so at most that much is sent twice.
+a common commit within four times the divergence; asks (``unsure``, ``ask_sample``) then find
+which of the commits in between the receiver holds, so that little is sent twice.
 
 Nodes go out children first (leaves, then each level up; a commit after its trees, schema and
 parents), so a receiver that stores them in order never holds a node whose children it lacks:
@@ -40,9 +41,11 @@ MAX_CLOCK_SKEW_MS = 10 * 60 * 1000
 async def samples(
     database: Database, heads: Iterable[bytes], limit: int = 48, depth: int = 1024
 ) -> list[bytes]:
-    """Commits below ``heads`` at first-parent distances 1, 2, 4, ... up to ``depth`` (the
+    """Commits below ``heads`` at first-parent distances 1, 4, 16, ... up to ``depth`` (the
     cost of an announcement does not grow with history length; peers that diverged by more
-    than ``depth`` commits fall back to older common commits, e.g. genesis)."""
+    than ``depth`` commits fall back to older common commits, e.g. genesis, which is never
+    sampled: every database has it). Six per head at most, so that a no-op sync stays under
+    1 KiB however long the history; the asks (protocol.md 4.4) narrow what they leave open."""
     out: set[bytes] = set()
     for head in heads:
         c = await database.commit(head)
@@ -50,9 +53,9 @@ async def samples(
         while c.parents and distance < depth and len(out) < limit:
             c = await database.commit(c.parents[0])
             distance += 1
-            if distance == mark:
+            if distance == mark and c.parents:
                 out.add(c.address)
-                mark *= 2
+                mark *= 4
     return sorted(out)
 
 

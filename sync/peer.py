@@ -378,6 +378,8 @@ class _Session:
             for h in event.branches.values():
                 told.update(h)
             self.known |= {a for a in told if await self._have_commit(a)}
+            if self.conn.genesis is not None:
+                self.known.add(self.conn.genesis)  # every database has it (4.2)
             await self._push()
         elif isinstance(event, Ask):
             # the peer asks about commits it holds: those we hold too are common (4.4)
@@ -435,9 +437,6 @@ class _Session:
         peer = self.proto.peer
         cap = peer.limits.max_heads if peer is not None else MAX_PENDING
         sampled = await samples(self.conn.database, every)
-        genesis = self.conn.genesis
-        if genesis is not None and genesis not in sampled:
-            sampled.append(genesis)  # every database has it: a clone needs nothing pushed
         self.proto.send_heads(heads, sampled[-cap:], pending[-cap:])
         self.heads_sent += 1
 

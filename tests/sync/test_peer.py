@@ -255,7 +255,7 @@ async def test_divergent_writes_converge_to_one_root_hash(open_db: OpenDb) -> No
 
 
 async def test_divergent_sync_asks_instead_of_resending_a_large_base(open_db: OpenDb) -> None:
-    """protocol.md 4.4: 20 commits apart on each side, the samples (1, 2, 4, 8, 16, then past
+    """protocol.md 4.4: 20 commits apart on each side, the samples (1, 4, 16, then past
     the base) leave only genesis as a known common commit; the asks find the base, so each
     side receives the other's new commits, not the base again. (Plus, at most, the other's
     merge commit: both sides merge at once, and each pushes its merge before it learns that
