@@ -307,6 +307,44 @@ async def test_noop_sync_is_one_round_trip_under_1_kib(open_db: OpenDb) -> None:
     await assert_same(a, b)
 
 
+async def test_a_reader_that_stops_reading_holds_the_sender_to_bounded_buffers(
+    open_db: OpenDb,
+) -> None:
+    """Flow control (issue 6, live mode): a client that asks for a whole clone and then reads
+    nothing. The server sends what the socket takes and waits: what it has handed to the
+    websocket stays a batch or two plus the socket buffers, far below the database; then the
+    client reads, and the same session finishes the stream."""
+    a = await open_db("a", SCHEMA)
+    for c in range(6):
+        await a.transact(
+            [{"p/name": f"n{c}-{i}", "p/age": i, "p/bio": f"{c}-{i} " * 40} for i in range(5000)]
+        )
+    total = sum(len(d) for d in (await a.store.get_many(await a.store.list_addresses())).values())
+    assert a.genesis is not None
+    async with replica.serve(a, HOST, 0) as server:
+        async with ws_connect(uri_of(server), compression=None, max_size=None, max_queue=1) as ws:
+            await ws.send(_hello())
+            await ws.send(encode(["heads", {"main": [a.genesis]}, [], []]))
+            # wait until the server stops sending (its sends block), whatever the speed
+            last, still = -1, 0
+            with anyio.fail_after(WAIT):
+                while still < 5:
+                    await anyio.sleep(0.2)
+                    sent = server.statistics().bytes_sent
+                    still = still + 1 if sent == last else 0
+                    last = sent
+            queued = last
+            with anyio.fail_after(WAIT):  # now read: the stream goes on to its update
+                while True:
+                    message = decode(await ws.recv())
+                    if message[0] == "update":
+                        break
+            done = server.statistics().bytes_sent
+    assert total > 60_000_000, total
+    assert queued < total / 3, (queued, total)
+    assert done > total, (done, total)
+
+
 # -- live push, reconnect, topologies ---------------------------------------------------------
 
 
