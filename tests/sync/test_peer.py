@@ -26,6 +26,7 @@ from websockets.asyncio.client import connect as ws_connect
 import replica
 from replica.datom import TREES
 from replica.maintenance import verify
+from scenarios._proxy import FaultProxy
 from store.codec import address_of, decode, encode
 from store.tree import Tree, new_nodes
 from sync import peer as sync_peer
@@ -39,7 +40,6 @@ from sync.protocol import (
     PeerClosed,
     SyncError,
 )
-from tests.sync._fault_proxy import FaultProxy
 from tests.sync._peer_proc import SCHEMA, SHARED, snapshot, tx_of
 from tests.sync.conftest import OpenDb, Tls
 
@@ -173,9 +173,11 @@ async def test_clone_from_empty(open_db: OpenDb) -> None:
     assert server.statistics().nodes_sent == stats.nodes_received
 
 
-async def test_fast_forward_sends_a_small_commit_as_its_edits(open_db: OpenDb) -> None:
-    """protocol.md 4.5: the receiver holds the parent, so the commit travels as its trees'
-    edits (a delta), and the receiver rebuilds exactly the sender's nodes."""
+async def _fast_forward(
+    open_db: OpenDb,
+) -> tuple[replica.Connection, replica.Connection, dict[bytes, int], Any]:
+    """A clone, then one small commit on the server synced to it: (server side, client side,
+    the commit's new nodes, the second sync's statistics)."""
     a = await open_db("a", SCHEMA)
     await fill(a, 8, 50)
     b = await open_db("b")
@@ -186,6 +188,13 @@ async def test_fast_forward_sends_a_small_commit_as_its_edits(open_db: OpenDb) -
         stats = await sync(b, uri_of(server))
     await assert_same(a, b)
     assert "new" in await names(b)
+    return a, b, fresh, stats
+
+
+async def test_fast_forward_sends_a_small_commit_as_its_edits(open_db: OpenDb) -> None:
+    """protocol.md 4.5: the receiver holds the parent, so the commit travels as its trees'
+    edits (a delta), and the receiver rebuilds exactly the sender's nodes."""
+    _, b, fresh, stats = await _fast_forward(open_db)
     assert await b.store.missing(sorted(fresh)) == set()  # every node of the commit, rebuilt
     await verify(b)  # and each matches its address
     assert stats.nodes_received == 1  # one delta
@@ -198,16 +207,7 @@ async def test_fast_forward_sends_only_the_new_nodes(
 ) -> None:
     """With deltas off (a commit too big for one), exactly the commit's new nodes."""
     monkeypatch.setattr(sync_peer, "DELTA_EDITS", 0)
-    a = await open_db("a", SCHEMA)
-    await fill(a, 8, 50)
-    b = await open_db("b")
-    async with replica.serve(a, HOST, 0) as server:
-        await sync(b, uri_of(server))
-        report = await a.transact([{"p/name": "n3-7", "p/age": 1}, {"p/name": "new", "p/age": 2}])
-        fresh = await commit_new_nodes(a, report.db_after.commit_id)
-        stats = await sync(b, uri_of(server))
-    await assert_same(a, b)
-    assert "new" in await names(b)
+    a, _, fresh, stats = await _fast_forward(open_db)
     need = sum(fresh.values())
     whole = sum(len(d) for d in (await a.store.get_many(await a.store.list_addresses())).values())
     assert need < whole / 10  # the commit is small next to the database
