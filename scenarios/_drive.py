@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import anyio
-from anyio.abc import ByteReceiveStream, Process, SocketStream, TaskGroup
+from anyio.abc import ByteReceiveStream, Process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,58 +75,6 @@ class PeerProcess:
             except Exception:
                 self.process.kill()
                 await self.process.wait()
-
-
-class Link:
-    """A TCP proxy on 127.0.0.1 in front of ``target_port`` that can cut the link: cutting
-    closes every open connection and refuses new ones until it is restored."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.up = True
-        self._open: set[SocketStream] = set()
-
-    async def run(self, tg: TaskGroup) -> None:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        tg.start_soon(listener.serve, self._handle)
-
-    async def _handle(self, client: SocketStream) -> None:
-        if not self.up:
-            await client.aclose()
-            return
-        try:
-            server = await anyio.connect_tcp("127.0.0.1", self.target_port)
-        except OSError:
-            await client.aclose()
-            return
-        self._open.update((client, server))
-
-        async def pump(a: SocketStream, b: SocketStream) -> None:
-            try:
-                async for chunk in a:
-                    await b.send(chunk)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                pass
-            finally:
-                await b.aclose()
-
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(pump, client, server)
-                tg.start_soon(pump, server, client)
-        finally:
-            self._open.discard(client)
-            self._open.discard(server)
-
-    async def cut(self) -> None:
-        self.up = False
-        for stream in list(self._open):
-            await stream.aclose()
-
-    def restore(self) -> None:
-        self.up = True
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""A small TCP proxy the sync tests own: it can cut and restore links, and throttle them.
+"""A small TCP proxy the tests and scenarios own: it can cut and restore links, and throttle them.
 
 ``async with FaultProxy(target_port) as proxy:`` listens on ``127.0.0.1:proxy.port`` and
 forwards every accepted connection to ``127.0.0.1:target_port`` (loopback only, both ends).

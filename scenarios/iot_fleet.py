@@ -13,6 +13,7 @@ and every peer holds the same root hash.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import tempfile
@@ -24,7 +25,8 @@ import anyio
 
 import replica
 from query import edn
-from scenarios._drive import FAKE_AWS_ENV, Link, PeerProcess, start_moto, stop_process
+from scenarios._drive import FAKE_AWS_ENV, PeerProcess, start_moto, stop_process
+from scenarios._proxy import FaultProxy
 from sync.peer import serve
 
 SCHEMA = """[{:db/ident :device/id :db/valueType :db.type/string :db/unique :db.unique/identity}
@@ -82,10 +84,8 @@ async def _with_cloud(
     started: float,
 ) -> dict[str, object]:
     await cloud.transact([{"site/id": "plant", "site/name": "Plant 1"}])
-    async with anyio.create_task_group() as tg, serve(cloud, "127.0.0.1", 0) as server:
-        links = [Link(server.port) for _ in range(edges)]
-        for link in links:
-            await link.run(tg)
+    async with serve(cloud, "127.0.0.1", 0) as server, contextlib.AsyncExitStack() as stack:
+        links = [await stack.enter_async_context(FaultProxy(server.port)) for _ in range(edges)]
         names = [f"edge-{i}" for i in range(edges)]
         procs = [await PeerProcess.start(n, workdir / f"{n}.log") for n in names]
         try:
@@ -121,7 +121,7 @@ async def _with_cloud(
                 await links[i].cut()
                 say(f"   {names[i]}: link cut mid-sync")
                 await anyio.sleep(0.3)
-                links[i].restore()
+                await links[i].restore()
             say("\n4. links restored; every edge catches up")
             heads = {}
             for _ in range(3):  # until the cloud's merges have reached every edge
@@ -159,7 +159,6 @@ async def _with_cloud(
         finally:
             for p in procs:
                 await p.stop()
-            tg.cancel_scope.cancel()
     return result
 
 

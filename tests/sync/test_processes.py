@@ -34,9 +34,9 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 import replica
 from replica.maintenance import _walk, verify
+from scenarios._proxy import FaultProxy
 from store.codec import decode
 from sync.peer import PENDING_REF
-from tests.sync._fault_proxy import FaultProxy
 from tests.sync._peer_proc import SCHEMA, SHARED, snapshot
 
 pytestmark = pytest.mark.timeout(90)
