@@ -58,7 +58,7 @@ from replica.errors import BranchError, ReplicaError, SchemaError
 from replica.schema import SCHEMA_ATTRS, Attribute, Schema, attribute_from_entity, coerce_scalar
 from replica.values import _dec_str, decode_value, encode_value
 from store.codec import address_of, encode
-from store.tree import Tree
+from store.tree import Tree, prefetch_paths, scan_ranges
 from store.tree import diff as tree_diff
 
 #: names of the merge rules, as recorded in ``conflict/rule``
@@ -346,10 +346,19 @@ class _Edits:
             if edits:
                 keys = sorted(edits)
                 tree = Tree(nodes, roots[name])
+                await _prefetch_edit(tree, keys)
                 roots[name] = (
                     await tree.edit_sorted(keys, [edits[k] for k in keys], flush=False)
                 ).root
                 edits.clear()
+
+
+async def _prefetch_edit(tree: Tree, keys: list[bytes]) -> None:
+    """Load the nodes a batch edit of the sorted ``keys`` will read, level by level (a few
+    store round trips instead of one per node), as many leaves as fit in half the cache."""
+    nodes = tree.nodes
+    limit = nodes.cache_bytes // (6 * nodes.config.target)
+    await prefetch_paths(tree, keys, limit)
 
 
 class _Merger:
@@ -371,10 +380,27 @@ class _Merger:
         self.pending: list[tuple[bytes, bytes]] = []
         self.ours_eavt = first.roots["eavt"]
         self.retyped: set[str] = set()  # attributes defined with two value types
+        # the items under (tree root, prefix), read ahead by _read_ahead: trees are values,
+        # so an entry stays true (a tree edited since has a new root)
+        self._scans: dict[tuple[bytes, bytes], list[tuple[bytes, bytes]]] = {}
 
     # -- reading ----------------------------------------------------------------------------
 
+    async def _read_ahead(self, root: bytes, prefixes: Iterable[bytes]) -> None:
+        """Scan the tree ``root`` under each of ``prefixes`` together, level by level
+        (store/tree.py ``scan_ranges``), for the :meth:`_scan` calls that follow."""
+        scans = self._scans
+        want = [p for p in dict.fromkeys(prefixes) if (root, p) not in scans]
+        if not want:
+            return
+        found = await scan_ranges(Tree(self.nodes, root), [(p, prefix_end(p)) for p in want])
+        for p, items in zip(want, found, strict=True):
+            scans[(root, p)] = items
+
     async def _scan(self, root: bytes, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        known = self._scans.get((root, prefix))
+        if known is not None:
+            return known
         out: list[tuple[bytes, bytes]] = []
         async for batch in Tree(self.nodes, root).scan(prefix, prefix_end(prefix)):
             out.extend(batch)
@@ -418,6 +444,9 @@ class _Merger:
                 elif new is None:
                     only_ours.add(key)
                     ours_side.add(e_a)
+        # the history union first, while the heavt nodes the diff read are still cached;
+        # then the eavt diff, whose nodes the scans and edits below read again
+        await self._add_history(add_h)
         async for batch in tree_diff(
             Tree(nodes, ours_roots["eavt"]), Tree(nodes, theirs.roots["eavt"])
         ):
@@ -427,7 +456,6 @@ class _Merger:
         if not touched:
             self.heads.append(theirs.address)
             return
-        await self._add_history(add_h)
         base_eavt: bytes | None = None
 
         async def base_root() -> bytes:
@@ -446,13 +474,16 @@ class _Merger:
         schema_entities: set[bytes] = set()
         unique_checks: list[tuple[str, bytes]] = []
         schema_done = False
-        for e_a in order:
+        for pos, e_a in enumerate(order):
             a = touched[e_a]
             if a not in SCHEMA_ATTRS and not schema_done:
                 schema_done = True
                 await edits.apply(nodes, self.roots)
                 if schema_entities:
                     self.schema = await self._merged_schema(schema_entities, their_schema)
+                await self._read_ahead_fold(
+                    order[pos:], touched, ours_side, theirs_side, ours_roots, theirs.roots
+                )
             attr = self.schema.attribute(a) or Attribute(a)
             if a in SCHEMA_ATTRS:
                 schema_entities.add(e_a[:16])
@@ -522,7 +553,39 @@ class _Merger:
         await self._forward(touched, unique_checks)
         await self._composites(touched, unique_checks)
         await self._settle_uniques(unique_checks)
+        self._scans.clear()
         self.heads.append(theirs.address)
+
+    async def _read_ahead_fold(
+        self,
+        pairs: list[bytes],
+        touched: Mapping[bytes, str],
+        ours_side: set[bytes],
+        theirs_side: set[bytes],
+        ours_roots: Mapping[str, bytes],
+        theirs_roots: Mapping[str, bytes],
+    ) -> None:
+        """Read ahead, in a few batched descents, what :meth:`fold` is about to scan for
+        each of the (entity, attribute) ``pairs`` (the same choices, under the merged
+        schema): the current entries on each side, and the merged history when both sides
+        changed it."""
+        ours: list[bytes] = []
+        theirs: list[bytes] = []
+        both: list[bytes] = []
+        for e_a in pairs:
+            attr = self.schema.attribute(touched[e_a]) or Attribute(touched[e_a])
+            one_sided = not attr.no_history and (e_a in ours_side) != (e_a in theirs_side)
+            if one_sided and e_a in ours_side:
+                if attr.unique:
+                    ours.append(e_a)
+                continue
+            ours.append(e_a)
+            theirs.append(e_a)
+            if not one_sided and not attr.no_history:
+                both.append(e_a)
+        await self._read_ahead(ours_roots["eavt"], ours)
+        await self._read_ahead(theirs_roots["eavt"], theirs)
+        await self._read_ahead(self.roots["heavt"], both)
 
     async def _forward(self, touched: Mapping[bytes, str], checks: list[tuple[str, bytes]]) -> None:
         """Entities an earlier merge unified into another (``db.merge/into``) that got new
@@ -742,6 +805,7 @@ class _Merger:
         for name, edits in (("heavt", heavt), ("haevt", haevt), ("log", log)):
             keys = sorted(edits)
             tree = Tree(self.nodes, self.roots[name])
+            await _prefetch_edit(tree, keys)
             self.roots[name] = (
                 await tree.edit_sorted(keys, [edits[k] for k in keys], flush=False)
             ).root
@@ -820,7 +884,16 @@ class _Merger:
                 attr = self.schema.attribute(check[0])
                 return (not (attr is not None and attr.identity), *check)
 
-            for a, vk in sorted(set(checks), key=identity_first):
+            todo = sorted(set(checks), key=identity_first)
+            await self._read_ahead(
+                self.roots["avet"],
+                [
+                    attr_bytes(a) + vk
+                    for a, vk in todo
+                    if (attr := self.schema.attribute(a)) is not None and attr.unique
+                ],
+            )
+            for a, vk in todo:
                 attr = self.schema.attribute(a)
                 if attr is None or not attr.unique:
                     continue

@@ -19,10 +19,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
+from operator import itemgetter
+from operator import lt as _lt
 from typing import Any
 
 from store.base import NodeStore
-from store.codec import address_of, decode, encode_trusted, is_address
+from store.codec import ADDRESS_LENGTH, ADDRESS_PREFIX, address_of, decode, encode_trusted
 from store.errors import CodecError, CorruptNode, TreeError
 
 
@@ -98,12 +101,17 @@ def make_internal(
 
 def decode_node(address: bytes, data: bytes) -> Node:
     """Decode and validate a node's bytes (already verified against ``address`` by the store).
-    Raises CorruptNode if they are not a well-formed node."""
+    Raises CorruptNode if they are not a well-formed node.
+
+    Every node read from a store is checked in full (canonical CBOR, field types, ascending
+    keys): a store shared with other writers, or a corrupted one whose bytes still hash
+    right, must not hand a tree something it would mis-read. The per-item checks run as
+    C-level ``map``s over the node's lists."""
     try:
         raw: Any = decode(data, check_types=False)
     except CodecError as exc:
         raise CorruptNode(address, str(exc)) from exc
-    if not isinstance(raw, list) or not raw or type(raw[0]) is not int or raw[0] < 0:
+    if type(raw) is not list or not raw or type(raw[0]) is not int or raw[0] < 0:
         raise CorruptNode(address, "not a tree node")
     level = raw[0]
     node = Node()
@@ -114,9 +122,9 @@ def decode_node(address: bytes, data: bytes) -> Node:
         if len(raw) != 3:
             raise CorruptNode(address, "leaf must have 3 fields")
         keys, values = raw[1], raw[2]
-        if not (isinstance(keys, list) and isinstance(values, list) and len(keys) == len(values)):
+        if not (type(keys) is list and type(values) is list and len(keys) == len(values)):
             raise CorruptNode(address, "leaf keys/values malformed")
-        if not all(type(v) is bytes for v in values):
+        if values and set(map(type, values)) != _BYTES:
             raise CorruptNode(address, "leaf values must be bytes")
         node.values, node.children, node.counts = values, [], []
         node.count = len(keys)
@@ -125,25 +133,37 @@ def decode_node(address: bytes, data: bytes) -> Node:
             raise CorruptNode(address, "internal node must have 4 fields")
         keys, children, counts = raw[1], raw[2], raw[3]
         if not (
-            isinstance(keys, list)
-            and isinstance(children, list)
-            and isinstance(counts, list)
+            type(keys) is list
+            and type(children) is list
+            and type(counts) is list
             and len(keys) == len(children) == len(counts)
             and keys
         ):
             raise CorruptNode(address, "internal node fields malformed")
-        if not all(is_address(c) for c in children):
+        if not (
+            set(map(type, children)) == _BYTES
+            and set(map(len, children)) == _ADDRESS_LEN
+            and set(map(_first_byte, children)) == _ADDRESS_VERSION
+        ):
             raise CorruptNode(address, "child is not an address")
-        if not all(type(c) is int and c > 0 for c in counts):
+        if set(map(type, counts)) != _INT or min(counts) <= 0:
             raise CorruptNode(address, "subtree counts must be positive integers")
         node.values, node.children, node.counts = [], children, counts
         node.count = sum(counts)
-    if not all(type(k) is bytes for k in keys):
-        raise CorruptNode(address, "keys must be bytes")
-    if any(keys[i] >= keys[i + 1] for i in range(len(keys) - 1)):
-        raise CorruptNode(address, "keys not strictly ascending")
+    if keys:
+        if set(map(type, keys)) != _BYTES:
+            raise CorruptNode(address, "keys must be bytes")
+        if not all(map(_lt, keys, islice(keys, 1, None))):
+            raise CorruptNode(address, "keys not strictly ascending")
     node.keys = keys
     return node
+
+
+_BYTES = {bytes}
+_INT = {int}
+_ADDRESS_LEN = {ADDRESS_LENGTH}
+_ADDRESS_VERSION = {ADDRESS_PREFIX[0]}
+_first_byte = itemgetter(0)
 
 
 @dataclass(slots=True)
@@ -212,19 +232,43 @@ class Nodes:
         """Decoded nodes for ``addresses`` in order, fetching the uncached ones in one batch."""
         addresses = list(addresses)
         self.stats.reads += len(addresses)
-        absent = [a for a in addresses if self.peek(a) is None]
-        if absent:
-            fetched = await self.store.get_many(absent)
-            self.stats.fetches += len(fetched)
-            for address, data in fetched.items():
-                self._remember(decode_node(address, data))
-        out = []
-        for address in addresses:
-            node = self.peek(address)
-            if node is None:  # evicted already: only if the cache is tiny
-                node = decode_node(address, await self.store.get(address))
-            out.append(node)
-        return out
+        return await self._fetch(addresses)
+
+    async def prefetch(self, addresses: Iterable[bytes]) -> list[Node]:
+        """:meth:`load_many` for nodes that a tree operation is about to read one by one
+        (store/tree.py ``prefetch_paths``): the uncached ones are fetched in one batch and
+        counted as fetches, but not as reads, since the operation's own loads count them."""
+        return await self._fetch(list(addresses))
+
+    async def _fetch(self, addresses: list[bytes]) -> list[Node]:
+        cache = self._cache
+        out: list[Node | None] = list(map(self.peek, addresses))  # a subclass's peek too
+        if None not in out:
+            for address in addresses:
+                if address in cache:
+                    cache.move_to_end(address)
+            return out  # type: ignore[return-value]
+        absent = [a for a, node in zip(addresses, out, strict=True) if node is None]
+        fetched = await self.store.get_many(absent)
+        self.stats.fetches += len(fetched)
+        decoded: dict[bytes, Node] = {}
+        for address, data in fetched.items():
+            fresh = decode_node(address, data)
+            decoded[address] = fresh
+            self._remember(fresh)
+        result: list[Node] = []
+        for address, known in zip(addresses, out, strict=True):
+            if known is not None:
+                if address in cache:
+                    cache.move_to_end(address)
+                result.append(known)
+                continue
+            got = decoded.get(address)
+            if got is None:  # not returned by the store: fetch it alone
+                got = decode_node(address, await self.store.get(address))
+                self.stats.fetches += 1
+            result.append(got)
+        return result
 
     def _remember(self, node: Node) -> None:
         cache = self._cache

@@ -45,7 +45,7 @@ from typing import Any
 
 import xxhash
 
-from store.errors import TreeError
+from store.errors import NodeNotFound, TreeError
 from store.nodes import Node, Nodes, TreeConfig, make_internal, make_leaf
 
 __all__ = ["Tree", "TreeConfig", "diff", "new_nodes"]
@@ -328,7 +328,7 @@ def _emit(nodes: Nodes, level: int, keys: list[bytes], vals: list[Any]) -> Ref:
     if level == 0:
         node, data = make_leaf(keys, vals)
     else:
-        node, data = make_internal(level, keys, [c for c, _ in vals], [x for _, x in vals])
+        node, data = make_internal(level, keys, list(map(_first, vals)), list(map(_second, vals)))
     nodes.add(node, data)
     return (keys[-1], node.address, node.count)
 
@@ -760,33 +760,62 @@ class Tree:
         in the old tree and are not now (same items, same state), so only their sizes are
         summed. The run ends when a new node ends exactly where an old one did."""
         nodes = self.nodes
+        load = nodes.load
         config = nodes.config
         mn, mx = config.min_size, config.max_size
-        surv = _survival_table(config.target, config.max_size)
+        surv = _survival_table(config.target, mx)
         leaf = level == 0
-        cursor = _Cursor(nodes, root, level)
         parent: dict[bytes, Any] = {}
         top: list[Ref] | None = None
         n = len(ekeys)
         ei = 0
         while ei < n:
-            await cursor.seek(ekeys[ei])
+            # the node of this level that holds ekeys[ei] (the first whose last key is >= it,
+            # else the level's last node), and the path to it: [node, child index] from the root
+            node = root
+            path: list[list[Any]] = []
+            if node.level > level:
+                key = ekeys[ei]
+                while node.level > level:
+                    i = bisect_left(node.keys, key)
+                    if i == len(node.keys):
+                        i -= 1
+                    path.append([node, i])
+                    node = await load(node.children[i])
             old: list[Node] = []
             new: list[Ref] = []
             ck: list[bytes] = []  # the open (unfinished) new node: keys, values
             cv: list[Any] = []
             size = count = 0
             while True:
-                node = cursor.node
                 old.append(node)
-                last = cursor.is_last()
+                last = True  # the level's last node?
+                for pn, pi in path:
+                    if pi != len(pn.keys) - 1:
+                        last = False
+                        break
                 keys = node.keys
                 m = len(keys)
                 vals: list[Any] = (
                     node.values if leaf else list(zip(node.children, node.counts, strict=True))
                 )
                 ej = n if last or not keys else bisect_right(ekeys, keys[-1], ei)
-                if ej > ei:
+                if ej - ei == 1:
+                    # one edit (the usual case): a copy of the node with one slot changed
+                    k = ekeys[ei]
+                    same = bisect_left(keys, k)
+                    end = same + 1 if same < m and keys[same] == k else same
+                    v = evals[ei]
+                    mk = keys.copy()
+                    mv = vals.copy() if leaf else vals
+                    if v is None:
+                        del mk[same:end]
+                        del mv[same:end]
+                    else:
+                        mk[same:end] = (k,)
+                        mv[same:end] = (v,)
+                    ei = ej
+                elif ej > ei:
                     mk, mv = _merge(keys, vals, ekeys, evals, ei, ej)
                     same = bisect_left(keys, ekeys[ei])
                     ei = ej
@@ -801,12 +830,11 @@ class Tree:
                     start = min(same, m - 1) if m else 0
                     wk, wv = mk, mv
                     if start:
-                        head = keys[:start]
+                        size = sum(map(len, keys[:start]))
                         if leaf:
-                            size = sum(map(len, head)) + sum(map(len, vals[:start]))
-                            size += _LEAF_ENTRY * start
+                            size += sum(map(len, vals[:start])) + _LEAF_ENTRY * start
                         else:
-                            size = sum(map(len, head)) + _INTERNAL_ENTRY * start
+                            size += _INTERNAL_ENTRY * start
                             count = start
                 if leaf:
                     cuts, size = _cut_leaf(wk, wv, start, size, mn, mx, surv)
@@ -814,7 +842,10 @@ class Tree:
                     cuts, size, count = _cut_internal(wk, start, size, count, level, mn, mx, surv)
                 a = 0
                 for b in cuts:
-                    new.append(_emit(nodes, level, wk[a:b], wv[a:b]))
+                    if a == 0 and b == len(wk):
+                        new.append(_emit(nodes, level, wk, wv))
+                    else:
+                        new.append(_emit(nodes, level, wk[a:b], wv[a:b]))
                     a = b
                 if a:
                     ck, cv = wk[a:], wv[a:]
@@ -826,11 +857,22 @@ class Tree:
                     break
                 if not ck:
                     break  # our boundary coincides with an old one: the rest is unchanged
-                await cursor.next()
-            if len(new) == len(old) and all(
-                r[1] == nd.address for r, nd in zip(new, old, strict=True)
-            ):
-                continue
+                # on to the next node of the level
+                depth = len(path) - 1
+                while path[depth][1] == len(path[depth][0].keys) - 1:
+                    depth -= 1
+                path[depth][1] += 1
+                node = await load(path[depth][0].children[path[depth][1]])
+                del path[depth + 1 :]
+                while node.level > level:
+                    path.append([node, 0])
+                    node = await load(node.children[0])
+            if len(new) == len(old):
+                for r, nd in zip(new, old, strict=True):
+                    if r[1] != nd.address:
+                        break
+                else:
+                    continue  # the run rewrote its nodes identically
             if level == root.level:
                 top = new
             for nd in old:
@@ -876,67 +918,121 @@ class Tree:
 
 # -- diff and new_nodes ----------------------------------------------------------------------
 
-
-class _Side:
-    """One side of a diff walk: a stack whose top is the next unvisited part of the tree,
-    either a subtree ``(address, level)`` or a run of leaf items ``[keys, values, pos]``."""
-
-    __slots__ = ("nodes", "stack", "visited")
-
-    def __init__(self, nodes: Nodes, root: bytes, level: int) -> None:
-        self.nodes = nodes
-        self.stack: list[Any] = [(root, level)]
-        self.visited: set[bytes] = set()
-
-    async def expand(self) -> None:
-        address, _ = self.stack.pop()
-        self.visited.add(address)
-        node = await self.nodes.load(address)
-        if node.level == 0:
-            if node.keys:
-                self.stack.append([node.keys, node.values, 0])
-        else:
-            lvl = node.level - 1
-            self.stack.extend((c, lvl) for c in reversed(node.children))
+#: nodes per ``load_many`` of a diff or a multi-range scan (one store round trip each)
+_BATCH = 256
 
 
-async def _sides(a: Tree, b: Tree) -> tuple[_Side, _Side]:
+async def _load_all(nodes: Nodes, addresses: list[bytes]) -> list[Node]:
+    """The nodes at ``addresses``, in order, in batches of :data:`_BATCH` per store call."""
+    if len(addresses) <= _BATCH:
+        return await nodes.load_many(addresses)
+    out: list[Node] = []
+    for i in range(0, len(addresses), _BATCH):
+        out += await nodes.load_many(addresses[i : i + _BATCH])
+    return out
+
+
+def _children(loaded: list[Node]) -> list[bytes]:
+    return [c for node in loaded for c in node.children]
+
+
+async def _frontiers(
+    a: Tree, b: Tree, b_nodes: set[bytes] | None, leaves: bool
+) -> tuple[list[bytes], list[bytes]]:
+    """The leaves of ``a`` and of ``b`` (addresses, each side in key order) that are not
+    leaves of both, found level by level from the roots: at each level the nodes of both
+    sides are compared as sets, the nodes both have are dropped (they hold the same items:
+    history independence), and the rest are loaded, one store round trip per level and
+    :data:`_BATCH` nodes, and replaced by their children. The cost is the differing nodes,
+    O(d log n) for d differences. The nodes of ``b`` kept at any level (every node of ``b``
+    that ``a`` lacks) are added to ``b_nodes`` if given. Without ``leaves``, stop once ``b``
+    has nothing left (then ``a``'s leaves are not needed)."""
     ra = await a.nodes.load(a.root)
     rb = await b.nodes.load(b.root)
-    return _Side(a.nodes, a.root, ra.level), _Side(b.nodes, b.root, rb.level)
+    fa, fb = [a.root], [b.root]
+    ka: list[Node] | None = [ra]  # the loaded nodes of a frontier, when at hand
+    kb: list[Node] | None = [rb]
+    la, lb = ra.level, rb.level
+    same = a.nodes is b.nodes
+    while True:
+        if la == lb:
+            common = set(fa).intersection(fb)
+            if common:
+                fa = [x for x in fa if x not in common]
+                fb = [x for x in fb if x not in common]
+                ka = kb = None
+        if b_nodes is not None:
+            b_nodes.update(fb)
+        if not fb and (not leaves or not fa):
+            return fa, fb
+        top = max(la, lb)
+        if top == 0:
+            return fa, fb
+        if la == lb and fa and fb and same and ka is None and kb is None:
+            loaded = await _load_all(a.nodes, fa + fb)
+            ka, kb = loaded[: len(fa)], loaded[len(fa) :]
+        if la == top:
+            if fa:
+                fa = _children(ka if ka is not None else await _load_all(a.nodes, fa))
+            la -= 1
+            ka = None
+        if lb == top:
+            if fb:
+                fb = _children(kb if kb is not None else await _load_all(b.nodes, fb))
+            lb -= 1
+            kb = None
 
 
-async def _walk(
-    sa: _Side, sb: _Side, want_items: bool
-) -> AsyncIterator[list[tuple[bytes, bytes | None, bytes | None]]]:
-    """Walk both trees in key order, skipping subtrees present at the same place in both;
-    yields batches of differences (only when ``want_items``: else just records visits)."""
+class _Leaves:
+    """The leaves at ``addresses``, one by one in order, loaded :data:`_BATCH` at a time."""
+
+    __slots__ = ("addresses", "nodes", "pos", "ready")
+
+    def __init__(self, nodes: Nodes, addresses: list[bytes]) -> None:
+        self.nodes = nodes
+        self.addresses = addresses
+        self.pos = 0
+        self.ready: list[Node] = []
+
+    async def next(self) -> Node | None:
+        if not self.ready:
+            if self.pos >= len(self.addresses):
+                return None
+            chunk = self.addresses[self.pos : self.pos + _BATCH]
+            self.pos += len(chunk)
+            self.ready = await self.nodes.load_many(chunk)
+            self.ready.reverse()
+        return self.ready.pop()
+
+
+async def diff(a: Tree, b: Tree) -> AsyncIterator[list[tuple[bytes, bytes | None, bytes | None]]]:
+    """Changes from ``a`` to ``b`` in key order, in batches of ``(key, old, new)``: ``old`` is
+    None for a key only in ``b`` (added), ``new`` is None for a key only in ``a`` (removed).
+    Equal subtrees are skipped without being loaded below their root, so the cost is
+    O(d log n) node reads for d differences (see :func:`_frontiers`)."""
+    if a.root == b.root:
+        return
+    fa, fb = await _frontiers(a, b, None, True)
+    sa, sb = _Leaves(a.nodes, fa), _Leaves(b.nodes, fb)
     out: list[tuple[bytes, bytes | None, bytes | None]] = []
-    A, B = sa.stack, sb.stack
-    while A and B:
-        fa, fb = A[-1], B[-1]
-        a_ref, b_ref = type(fa) is tuple, type(fb) is tuple
-        if a_ref and b_ref:
-            if fa[0] == fb[0]:
-                A.pop()
-                B.pop()
-            elif fa[1] > fb[1]:
-                await sa.expand()
-            elif fb[1] > fa[1]:
-                await sb.expand()
-            else:
-                await sa.expand()
-                await sb.expand()
+    ka: list[bytes] = []
+    va: list[bytes] = []
+    kb: list[bytes] = []
+    vb: list[bytes] = []
+    i = j = 0
+    while True:  # merge the items of both sides' leaves until one side ends
+        if i == len(ka):
+            node = await sa.next()
+            if node is None:
+                break
+            ka, va, i = node.keys, node.values, 0
             continue
-        if a_ref:
-            await sa.expand()
+        if j == len(kb):
+            node = await sb.next()
+            if node is None:
+                break
+            kb, vb, j = node.keys, node.values, 0
             continue
-        if b_ref:
-            await sb.expand()
-            continue
-        # both are runs of leaf items: merge them until one ends
-        ka, va, i = fa
-        kb, vb, j = fb
         na, nb = len(ka), len(kb)
         while i < na and j < nb:
             x, y = ka[i], kb[j]
@@ -945,59 +1041,45 @@ async def _walk(
                     out.append((x, va[i], vb[j]))
                 i += 1
                 j += 1
+                # skip equal items 16 at a time (slices compare in C)
+                while (
+                    i + 16 <= na
+                    and j + 16 <= nb
+                    and ka[i : i + 16] == kb[j : j + 16]
+                    and va[i : i + 16] == vb[j : j + 16]
+                ):
+                    i += 16
+                    j += 16
             elif x < y:
                 out.append((x, va[i], None))
                 i += 1
             else:
                 out.append((y, None, vb[j]))
                 j += 1
-        if i == na:
-            A.pop()
-        else:
-            fa[2] = i
-        if j == nb:
-            B.pop()
-        else:
-            fb[2] = j
         if len(out) >= 1024:
             yield out
             out = []
-    while B:  # only in b: added (every node of it is new)
-        top = B[-1]
-        if type(top) is tuple:
-            await sb.expand()
-            continue
-        B.pop()
-        kb, vb, j = top
-        out.extend((kb[x], None, vb[x]) for x in range(j, len(kb)))
-        if len(out) >= 1024:
-            yield out
-            out = []
-    while A and want_items:  # only in a: removed
-        top = A[-1]
-        if type(top) is tuple:
-            await sa.expand()
-            continue
-        A.pop()
-        ka, va, i = top
+    # one side has ended: the rest of the other is only on its side
+    while True:
         out.extend((ka[x], va[x], None) for x in range(i, len(ka)))
         if len(out) >= 1024:
             yield out
             out = []
-    yield out
-
-
-async def diff(a: Tree, b: Tree) -> AsyncIterator[list[tuple[bytes, bytes | None, bytes | None]]]:
-    """Changes from ``a`` to ``b`` in key order, in batches of ``(key, old, new)``: ``old`` is
-    None for a key only in ``b`` (added), ``new`` is None for a key only in ``a`` (removed).
-    Equal subtrees are skipped without being loaded below their root, so the cost is
-    O(d log n) node reads for d differences."""
-    if a.root == b.root:
-        return
-    sa, sb = await _sides(a, b)
-    async for batch in _walk(sa, sb, True):
-        if batch:
-            yield batch
+        node = await sa.next()
+        if node is None:
+            break
+        ka, va, i = node.keys, node.values, 0
+    while True:
+        out.extend((kb[x], None, vb[x]) for x in range(j, len(kb)))
+        if len(out) >= 1024:
+            yield out
+            out = []
+        node = await sb.next()
+        if node is None:
+            break
+        kb, vb, j = node.keys, node.values, 0
+    if out:
+        yield out
 
 
 async def new_nodes(a: Tree | None, b: Tree) -> set[bytes]:
@@ -1005,13 +1087,135 @@ async def new_nodes(a: Tree | None, b: Tree) -> set[bytes]:
     ``a`` is None): exactly what a peer holding ``a`` needs to receive to hold ``b``.
 
     History independence makes this a walk of the differing region only: a node of ``b`` that
-    also occurs in ``a`` covers the same keys at the same level, so the aligned walk meets it
-    on both sides (or skips it as part of an equal subtree)."""
+    also occurs in ``a`` covers the same keys at the same level, so the level-by-level walk
+    of :func:`_frontiers` meets it on both sides at that level (or drops an ancestor of it
+    that both have). ``b``'s differing leaves are named by their parents: not loaded."""
     if a is None:
         return await b.reachable()
     if a.root == b.root:
         return set()
-    sa, sb = await _sides(a, b)
-    async for _ in _walk(sa, sb, False):
+    out: set[bytes] = set()
+    await _frontiers(a, b, out, False)
+    return out
+
+
+# -- many small ranges at once ---------------------------------------------------------------
+
+
+async def scan_ranges(
+    tree: Tree, ranges: list[tuple[bytes, bytes | None]]
+) -> list[list[tuple[bytes, bytes]]]:
+    """The items of each key range ``lo <= key < hi`` of ``ranges`` (``hi`` None: no upper
+    bound), like :meth:`Tree.items`
+    of each, found together: the tree is descended level by level for all ranges at once,
+    each node they need loaded once, one store round trip per level (and per
+    :data:`_BATCH` nodes). For many small ranges (a merge's per-entity lookups), where one
+    scan each would descend from the root one node at a time. Every leaf any range touches
+    is held at once: not for ranges that cover much of a big tree."""
+    out: list[list[tuple[bytes, bytes]]] = [[] for _ in ranges]
+    order = sorted(range(len(ranges)), key=lambda r: ranges[r][0])
+    for i in range(0, len(order), _RANGES):  # bounds the leaves held at once
+        await _scan_ranges(tree, ranges, order[i : i + _RANGES], out)
+    return out
+
+
+#: ranges descended together by scan_ranges
+_RANGES = 1024
+
+
+async def _scan_ranges(
+    tree: Tree,
+    ranges: list[tuple[bytes, bytes | None]],
+    order: list[int],
+    out: list[list[tuple[bytes, bytes]]],
+) -> None:
+    nodes = tree.nodes
+    level_nodes = [await nodes.load(tree.root)]
+    # per range (in ``order``): the first and last index into level_nodes it covers, or None
+    spans: list[tuple[int, int] | None] = [(0, 0)] * len(order)
+    while level_nodes[0].level:
+        below: dict[bytes, int] = {}
+        for n, r in enumerate(order):
+            span = spans[n]
+            if span is None:
+                continue
+            lo, hi = ranges[r]
+            first = last = -1
+            for x in range(span[0], span[1] + 1):
+                node = level_nodes[x]
+                keys = node.keys
+                start = bisect_left(keys, lo) if x == span[0] else 0
+                if start == len(keys):
+                    continue  # beyond this node's keys (only the range's first node)
+                end = len(keys) - 1
+                if x == span[1] and hi is not None:
+                    end = min(bisect_left(keys, hi), end)
+                for c in node.children[start : end + 1]:
+                    i = below.setdefault(c, len(below))
+                    if first < 0:
+                        first = i
+                    last = i
+            spans[n] = (first, last) if first >= 0 else None
+        if not below:
+            return
+        level_nodes = await _load_all(nodes, list(below))
+    for n, r in enumerate(order):
+        span = spans[n]
+        if span is None:
+            continue
+        lo, hi = ranges[r]
+        items = out[r]
+        for x in range(span[0], span[1] + 1):
+            keys = level_nodes[x].keys
+            start = bisect_left(keys, lo)
+            end = len(keys) if hi is None else bisect_left(keys, hi)
+            if start < end:
+                items += zip(keys[start:end], level_nodes[x].values[start:end], strict=True)
+
+
+async def prefetch_paths(tree: Tree, keys: list[bytes], limit: int) -> None:
+    """Bring the nodes on the root-to-leaf paths of the sorted ``keys`` into the node cache,
+    level by level (one store round trip per level and :data:`_BATCH` nodes), at most
+    ``limit`` leaves (the first ones in key order): what a batch edit of those keys is
+    about to read one node at a time (``Tree._edit_level`` seeks the same paths: at each
+    level, the child of the first key >= the edit key, else the last child).
+    Counted as fetches, not reads: the edit's own reads of them follow. Only a hint: a node
+    the store lacks ends it quietly (the edit then raises NodeNotFound itself, if it needs
+    the node, or finds it where a :class:`Nodes` subclass keeps nodes of its own)."""
+    try:
+        await _prefetch_paths(tree, keys, limit)
+    except NodeNotFound:
         pass
-    return sb.visited - sa.visited
+
+
+async def _prefetch_paths(tree: Tree, keys: list[bytes], limit: int) -> None:
+    if not keys:
+        return
+    nodes = tree.nodes
+    n = len(keys)
+    level_nodes = await nodes.prefetch([tree.root])
+    while level_nodes[0].level:
+        below: dict[bytes, None] = {}
+        x = 0
+        final = len(level_nodes) - 1
+        for ni, node in enumerate(level_nodes):
+            nkeys = node.keys
+            top = len(nkeys) - 1
+            while x < n:
+                i = bisect_left(nkeys, keys[x])
+                if i > top:
+                    if ni < final:
+                        break  # the key is in a later node of this level
+                    below[node.children[top]] = None  # beyond the last key: seek's clamp
+                    x = n
+                    break
+                below[node.children[i]] = None
+                x = bisect_right(keys, nkeys[i], x)  # the keys this child holds
+        wanted = list(below)
+        if level_nodes[0].level == 1:
+            wanted = wanted[:limit]
+        if not wanted:
+            return
+        level_nodes = []
+        for i in range(0, len(wanted), _BATCH):
+            level_nodes += await nodes.prefetch(wanted[i : i + _BATCH])
