@@ -333,53 +333,6 @@ def _emit(nodes: Nodes, level: int, keys: list[bytes], vals: list[Any]) -> Ref:
     return (keys[-1], node.address, node.count)
 
 
-class _Cursor:
-    """Walks the nodes of one level of a tree, left to right, remembering the path."""
-
-    __slots__ = ("level", "node", "nodes", "path", "root")
-
-    def __init__(self, nodes: Nodes, root: Node, level: int) -> None:
-        self.nodes = nodes
-        self.root = root
-        self.level = level
-        self.path: list[list[Any]] = []  # [node, child index] from the root down
-        self.node = root
-
-    async def seek(self, key: bytes) -> None:
-        """Position on the level's node that holds ``key`` (or would: the first node whose
-        last key is >= key, else the last node)."""
-        node = self.root
-        path: list[list[Any]] = []
-        while node.level > self.level:
-            i = bisect_left(node.keys, key)
-            if i == len(node.keys):
-                i -= 1
-            path.append([node, i])
-            node = await self.nodes.load(node.children[i])
-        self.path = path
-        self.node = node
-
-    def is_last(self) -> bool:
-        return all(i == len(n.children) - 1 for n, i in self.path)
-
-    async def next(self) -> bool:
-        """Move to the next node of the level; False at the end."""
-        path = self.path
-        depth = len(path) - 1
-        while depth >= 0 and path[depth][1] == len(path[depth][0].children) - 1:
-            depth -= 1
-        if depth < 0:
-            return False
-        path[depth][1] += 1
-        node = await self.nodes.load(path[depth][0].children[path[depth][1]])
-        del path[depth + 1 :]
-        while node.level > self.level:
-            path.append([node, 0])
-            node = await self.nodes.load(node.children[0])
-        self.node = node
-        return True
-
-
 def _check_pair(key: object, value: object) -> None:
     if type(key) is not bytes:
         raise TreeError(f"tree keys must be bytes, got {type(key).__name__}: {key!r:.60}")
