@@ -68,22 +68,36 @@ _GAMMA_1_25 = decimal.Decimal("0.906402477055477077982112016097")
 _SCALE_BITS = 96
 
 
+class _Survival(dict[int, int]):
+    """``S[s] = floor(2**96 * exp(-(s / lam) ** 4))`` for ``s`` in ``0..max_size``: the Weibull
+    survival function at every node size, in integers, with ``decimal`` (correctly rounded, so
+    identical on every platform and Python); the split decision is then pure integer
+    arithmetic: no libm, no float rounding that could make two peers cut the same items
+    differently. Each size is computed on its first use (the whole table takes ~0.5 s, which a
+    process making one small edit should not pay) and kept."""
+
+    def __init__(self, target: int, max_size: int) -> None:
+        super().__init__()
+        self.max_size = max_size
+        # a private context: the process's decimal settings must not change the table
+        self._ctx = decimal.Context(prec=50)
+        self._lam = self._ctx.divide(decimal.Decimal(target), _GAMMA_1_25)
+        self._scale = decimal.Decimal(1 << _SCALE_BITS)
+
+    def __missing__(self, size: int) -> int:
+        if type(size) is not int or not 0 <= size <= self.max_size:
+            raise KeyError(size)
+        ctx = self._ctx
+        x = ctx.divide(decimal.Decimal(size), self._lam)
+        value = int(ctx.multiply(ctx.exp(ctx.minus(ctx.power(x, 4))), self._scale))
+        self[size] = value
+        return value
+
+
 @functools.lru_cache(maxsize=16)
-def _survival_table(target: int, max_size: int) -> tuple[int, ...]:
-    """``S[s] = floor(2**96 * exp(-(s / lam) ** 4))`` for ``s`` in ``0..max_size``: the
-    Weibull survival function at every node size, in integers. Computed once per config with
-    ``decimal`` (correctly rounded, so identical on every platform and Python); afterwards
-    the split decision is pure integer arithmetic: no libm, no float rounding that could make
-    two peers cut the same items differently."""
-    out = []
-    # a private context: the process's decimal settings must not change the table
-    with decimal.localcontext(decimal.Context(prec=50)) as ctx:
-        lam = ctx.divide(decimal.Decimal(target), _GAMMA_1_25)
-        scale = decimal.Decimal(1 << _SCALE_BITS)
-        for size in range(max_size + 1):
-            x = ctx.divide(decimal.Decimal(size), lam)
-            out.append(int(ctx.multiply(ctx.exp(ctx.minus(ctx.power(x, 4))), scale)))
-    return tuple(out)
+def _survival_table(target: int, max_size: int) -> _Survival:
+    """The survival table of one configuration (shared, filled as sizes are used)."""
+    return _Survival(target, max_size)
 
 
 class _Level:
@@ -176,7 +190,7 @@ def _cut_leaf(
     size: int,
     mn: int,
     mx: int,
-    surv: tuple[int, ...],
+    surv: _Survival,
 ) -> tuple[list[int], int]:
     """The chunker of level 0 (see _Level._ends) over ``keys[start:]`` in one tight loop: the
     current node holds ``size`` bytes before ``keys[start]``. Returns the end positions
@@ -208,7 +222,7 @@ def _cut_internal(
     level: int,
     mn: int,
     mx: int,
-    surv: tuple[int, ...],
+    surv: _Survival,
 ) -> tuple[list[int], int, int]:
     """:func:`_cut_leaf` for a level >= 1 (entries of ``len(key) + 40`` bytes; a node never
     ends after its first entry); ``count`` entries are in the open node already."""
