@@ -29,7 +29,7 @@ from replica.commit import Commit, decode_commit
 from replica.datom import TREES
 from replica.db import Database
 from store.codec import decode
-from store.errors import CodecError, CorruptNode
+from store.errors import CodecError, CorruptNode, TreeError
 from store.nodes import Node, Nodes, TreeConfig, decode_node
 from store.tree import Tree, diff, new_nodes
 from sync.protocol import RemoteProtocolError
@@ -134,24 +134,37 @@ DELTA_EDITS = 4096
 REBUILD_NODES = 4096
 
 
+#: bytes of nodes one rebuild may write before it is refused (a delta of DELTA_EDITS edits
+#: writes at most a few MB; a hostile one must not make us build hundreds)
+REBUILD_BYTES = 64 << 20
+
+
 class RebuildNodes(Nodes):
     """Nodes for rebuilding a commit's trees from a delta: reads go through ``base`` (its
     cache and store) or ``extra`` (nodes received but held in memory); what the trees write
-    stays in :attr:`written`, in memory, until the caller stores it."""
+    stays in :attr:`written`, in memory, until the caller stores it. A rebuild writing more
+    than ``budget`` bytes raises TreeError."""
 
     def __init__(
-        self, base: Nodes, config: TreeConfig, extra: Mapping[bytes, bytes] | None = None
+        self,
+        base: Nodes,
+        config: TreeConfig,
+        extra: Mapping[bytes, bytes] | None = None,
+        budget: int = REBUILD_BYTES,
     ) -> None:
         super().__init__(base.store, config, cache_bytes=0)
         self._base = base
         self.extra: Mapping[bytes, bytes] = extra or {}
         self._fresh: dict[bytes, Node] = {}
         self.written: dict[bytes, bytes] = {}
+        self.budget = budget
+        self._written_bytes = 0
 
     def begin(self) -> None:
         """Start another rebuild: forget what was written (the nodes stay readable, up to
         :data:`REBUILD_NODES` of them, for rebuilding the next commit on top)."""
         self.written = {}
+        self._written_bytes = 0
         if len(self._fresh) > REBUILD_NODES:
             self._fresh = {}
 
@@ -173,11 +186,18 @@ class RebuildNodes(Nodes):
         return [await self.load(a) for a in addresses]
 
     def add(self, node: Node, data: bytes) -> None:
+        self._spend(len(data))
         self._fresh[node.address] = node
         self.written[node.address] = data
 
     def add_raw(self, address: bytes, data: bytes) -> None:
+        self._spend(len(data))
         self.written[address] = data
+
+    def _spend(self, size: int) -> None:
+        self._written_bytes += size
+        if self._written_bytes > self.budget:
+            raise TreeError(f"the rebuild writes more than {self.budget} bytes")
 
     async def flush(self, *, defer: bool = False) -> None:
         return None
@@ -263,9 +283,10 @@ async def nodes_to_send(
     for c in commits:
         parent = await database.commit(c.parents[0]) if c.parents else None
         if parent is not None and delta_edits and c.address not in sent:
-            edits = await delta_of(database, c, parent, delta_edits, delta_bytes)
             body = await store.get(c.address)
-            if edits is not None and len(body) + 256 < delta_bytes:
+            room = delta_bytes - len(body) - 256  # the whole message must fit delta_bytes
+            edits = await delta_of(database, c, parent, delta_edits, room) if room > 0 else None
+            if edits is not None:
                 if c.schema != parent.schema and c.schema not in sent:
                     sent.add(c.schema)
                     yield [(c.schema, await store.get(c.schema))]

@@ -298,8 +298,8 @@ class _Session:
                     self.proto.receive_data(item)
                     for event in self.proto.events_received():
                         await self._handle(event)
-                    if receive.statistics().current_buffer_used == 0:
-                        await self._store_unstored()  # no more deltas queued to batch
+                if receive.statistics().current_buffer_used == 0:
+                    await self._store_unstored()  # no more deltas queued to batch
             except RemoteProtocolError as exc:
                 _log.warning("closing sync with a peer: %s", exc)
                 await self._close(exc.code, str(exc))
@@ -560,12 +560,16 @@ class _Session:
             parent = decode_commit(
                 first, data if data is not None else await self.conn.store.get(first)
             )
+            ours = self.conn.database.nodes.config
+            if TreeConfig(*event.tree) != ours:
+                raise RemoteProtocolError(
+                    f"delta {name} uses tree parameters {list(event.tree)}, ours are "
+                    f"{[ours.target, ours.min_size, ours.max_size]}"
+                )
             nodes = self.rebuilder
-            if nodes is None or nodes.config != TreeConfig(*event.tree):
+            if nodes is None:
                 nodes = RebuildNodes(
-                    self.conn.database.nodes,
-                    TreeConfig(*event.tree),
-                    ChainMap(self.unstored, self.held),
+                    self.conn.database.nodes, ours, ChainMap(self.unstored, self.held)
                 )
                 self.rebuilder = nodes
             nodes.begin()

@@ -36,8 +36,9 @@ from store.errors import CodecError
 PROTOCOL_VERSION = 2
 #: asks one side may have sent and not seen answered (protocol.md 2.6)
 MAX_ASKS = 4
-#: edits in one delta message, all trees together (protocol.md 2.6)
-MAX_DELTA_EDITS = 50_000
+#: edits in one delta message, all trees together (protocol.md 2.6); senders make at most
+#: half as many (sync.missing.DELTA_EDITS)
+MAX_DELTA_EDITS = 8_192
 
 #: close codes (protocol.md section 6); websocket close codes 4000-4999 are ours
 CLOSE_NORMAL = 1000
@@ -506,6 +507,15 @@ class SyncProtocol:
         assert self.peer is not None
         if not is_address(address) or not isinstance(data, bytes):
             raise LocalProtocolError("a delta is an address and the commit's bytes")
+        if address_of(data) != address:
+            raise LocalProtocolError("a delta's bytes must match its address")
+        t = list(tree)
+        if not (
+            len(t) == 3
+            and all(type(x) is int and 0 < x < 1 << 32 for x in t)
+            and t[1] <= t[0] <= t[2]
+        ):
+            raise LocalProtocolError("a delta's tree is [target, min, max]")
         total = sum(map(len, edits))
         if len(data) > self.peer.limits.max_node or total > MAX_DELTA_EDITS:
             raise LocalProtocolError("delta over the peer's limits")

@@ -28,8 +28,10 @@ from replica.datom import TREES
 from replica.maintenance import verify
 from scenarios._proxy import FaultProxy
 from store.codec import address_of, decode, encode
+from store.errors import TreeError
 from store.tree import Tree, new_nodes
 from sync import peer as sync_peer
+from sync.missing import RebuildNodes, rebuild
 from sync.peer import READ_ONLY, Permissions
 from sync.protocol import (
     CLOSE_FORBIDDEN,
@@ -281,6 +283,23 @@ async def test_divergent_sync_asks_instead_of_resending_a_large_base(open_db: Op
     assert stats.nodes_received < len(new_a) + len(base) // 2, (stats, len(new_a), len(base))
     assert stats.nodes_sent < len(new_b) + len(base) // 2, (stats, len(new_b), len(base))
     assert stats.round_trips <= 1 + 3 + 1  # heads, at most 3 asks, the heads after merging
+
+
+async def test_a_rebuild_stops_at_its_byte_budget(open_db: OpenDb) -> None:
+    """A delta's rebuild keeps what it writes in memory, so it has a budget (REBUILD_BYTES):
+    past it, TreeError (which the session turns into a 4002 close)."""
+    a = await open_db("a", SCHEMA)
+    await fill(a, 2, 50)
+    head = await a.database.commit(a.commit_id)
+    edits: list[list[tuple[bytes, bytes | None]]] = [[] for _ in TREES]
+    edits[0].append((b"\x00 a key", b"x" * 64))
+    nodes = RebuildNodes(a.database.nodes, a.database.nodes.config, budget=1)
+    with pytest.raises(TreeError, match="more than 1 bytes"):
+        await rebuild(nodes, head, edits)
+    roomy = RebuildNodes(a.database.nodes, a.database.nodes.config)
+    roots = await rebuild(roomy, head, edits)
+    assert roots["eavt"] != head.roots["eavt"] and roomy.written
+    assert await a.store.missing(sorted(roomy.written)) == set(roomy.written)  # nothing stored
 
 
 async def test_noop_sync_is_one_round_trip_under_1_kib(open_db: OpenDb) -> None:
@@ -768,12 +787,19 @@ async def _hostile_messages(kind: str, a: replica.Connection) -> list[bytes | st
         wall = int(time.time() * 1000) + 24 * 3600 * 1000
         addr, data = await _forged_commit(a, hlc=[wall, 0])
         return [_hello(), encode(["nodes", [[addr, data]]])]
-    if kind in ("delta-not-rebuilding-its-trees", "delta-with-unsent-parent"):
-        parent = a.commit_id if kind.startswith("delta-not") else address_of(b"unsent parent")
-        addr, data = await _forged_commit(a, parents=[parent])
+    if kind.startswith("delta-"):
+        parents = [address_of(b"unsent parent")] if kind == "delta-with-unsent-parent" else []
+        addr, data = await _forged_commit(
+            a, parents=parents if parents or kind.endswith("no-parent") else [a.commit_id]
+        )
         edits: list[list[list[bytes]]] = [[] for _ in TREES]
         edits[0].append([b"\x00 a key nobody wrote", b"x"])
-        return [_hello(), encode(["delta", addr, data, [4096, 512, 16384], edits])]
+        if kind == "delta-with-one-edit-list":
+            edits = edits[:1]
+        tree = [4096, 512, 16384]
+        if kind == "delta-with-other-tree-parameters":
+            tree = [1 << 30, 1 << 30, 1 << 31]  # would rewrite whole trees: refused at once
+        return [_hello(), encode(["delta", addr, data, tree, edits])]
     if kind == "oversized-message":
         return [_hello(), b"\x00" * (3 << 19)]
     raise AssertionError(kind)
@@ -792,6 +818,9 @@ HOSTILE = {
     "commit-stamped-far-ahead": (CLOSE_PROTOCOL, "ahead"),
     "delta-not-rebuilding-its-trees": (CLOSE_PROTOCOL, "does not rebuild"),
     "delta-with-unsent-parent": (CLOSE_PROTOCOL, "not sent"),
+    "delta-of-a-commit-with-no-parent": (CLOSE_PROTOCOL, "no parent"),
+    "delta-with-one-edit-list": (CLOSE_PROTOCOL, "1 trees, not"),
+    "delta-with-other-tree-parameters": (CLOSE_PROTOCOL, "tree parameters"),
     # websockets' own "message too big", at the server's max_message (1 MiB here)
     "oversized-message": (1009, "exceeds limit"),
 }
