@@ -267,17 +267,13 @@ class _Session:
         deadline = anyio.current_time() + HELLO_SECONDS
         while True:
             if self.deferred or self.deferred_change:
-                # what arrived while we were sending (nodes were stored as they came)
-                try:
-                    if self.deferred:
-                        await self._handle(self.deferred.pop(0))
-                    else:
-                        self.deferred_change = False
-                        await self._changed_now()
-                except RemoteProtocolError as exc:
-                    _log.warning("closing sync with a peer: %s", exc)
-                    await self._close(exc.code, str(exc))
-                    raise
+                # what arrived while we were sending (nodes were stored as they came);
+                # a RemoteProtocolError closes the connection in _own
+                if self.deferred:
+                    await self._handle(self.deferred.pop(0))
+                else:
+                    self.deferred_change = False
+                    await self._changed_now()
                 await self._flush()
                 self._check_synced()
                 continue
@@ -291,28 +287,24 @@ class _Session:
                 raise RemoteProtocolError("no hello in time")
             if item is None:
                 raise PeerClosed(1006, "connection lost")
-            try:
-                if item == "changed":
-                    await self._changed_now()
-                else:
-                    self.proto.receive_data(item)
-                    for event in self.proto.events_received():
-                        await self._handle(event)
-                if receive.statistics().current_buffer_used == 0:
-                    await self._store_unstored()  # no more deltas queued to batch
-            except RemoteProtocolError as exc:
-                _log.warning("closing sync with a peer: %s", exc)
-                await self._close(exc.code, str(exc))
-                raise
+            if item == "changed":
+                await self._changed_now()
+            else:
+                self.proto.receive_data(item)
+                for event in self.proto.events_received():
+                    await self._handle(event)
+            if receive.statistics().current_buffer_used == 0:
+                await self._store_unstored()  # no more deltas queued to batch
             await self._flush()
             self._check_synced()
 
     async def _changed_now(self) -> None:
         self.change_pending = False
         if self.proto.peer is not None and self.peer_heads is not None:
-            if await self._current_heads() == self.our_heads:
+            heads = await self._current_heads()
+            if heads == self.our_heads:
                 return  # announced already (the watch and the poller both saw the change)
-            await self._announce()
+            await self._announce(heads)
             await self._push()
 
     async def _send(self, data: bytes) -> None:
@@ -429,8 +421,9 @@ class _Session:
             return False
         return True
 
-    async def _announce(self) -> None:
-        heads = await self._current_heads()
+    async def _announce(self, heads: dict[str, list[bytes]] | None = None) -> None:
+        if heads is None:
+            heads = await self._current_heads()
         self.our_heads = heads
         every = [h for hs in heads.values() for h in hs]
         pending = _decode_pending(await self.conn.store.get_ref(PENDING_REF))
