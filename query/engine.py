@@ -1232,15 +1232,7 @@ class Evaluator:
         sub.demand = (drv, marker)
         sub.add(_columns([head[i] for i in bpos], list(seed)))
         await Evaluator(sub).run(clauses, head)
-        if sub.is_empty():
-            return set()
-        got = sub.collapse(head)
-        missing = [v for v in head if v not in got.vars]
-        if missing:
-            raise InsufficientBindings(
-                f"Insufficient bindings: {', '.join(missing)} not bound in rule", branch.name
-            )
-        return set(got.project(head))
+        return _rule_rows(sub, head, branch.name)
 
     async def _fixpoint(self, name: str, src: Any) -> Rel:
         """The full relation of recursive rule ``name`` (and the rules of its cycle)."""
@@ -1322,17 +1314,9 @@ class Evaluator:
                 sub.add(_columns(args, rows))
             else:
                 clauses.append(cl)
-        await Evaluator(sub).run(clauses, [v.name for v in branch.head])
-        if sub.is_empty():
-            return set()
         head = [v.name for v in branch.head]
-        got = sub.collapse(head)
-        missing = [v for v in head if v not in got.vars]
-        if missing:
-            raise InsufficientBindings(
-                f"Insufficient bindings: {', '.join(missing)} not bound in rule", branch.name
-            )
-        return set(got.project(head))
+        await Evaluator(sub).run(clauses, head)
+        return _rule_rows(sub, head, branch.name)
 
 
 class _Demand:
@@ -1768,6 +1752,20 @@ async def _pull_rows(rows: list[Row], elements: tuple[FindElem, ...], ctx: Ctx) 
         for r, p in zip(out, pulled, strict=True):
             r[i] = p
     return [tuple(r) for r in out]
+
+
+def _rule_rows(sub: Ctx, head: list[str], rule: str) -> set[Row]:
+    """The rows of a rule branch evaluated in ``sub``, projected on ``head``; every head
+    variable must be bound (InsufficientBindings otherwise)."""
+    if sub.is_empty():
+        return set()
+    got = sub.collapse(head)
+    missing = [v for v in head if v not in got.vars]
+    if missing:
+        raise InsufficientBindings(
+            f"Insufficient bindings: {', '.join(missing)} not bound in rule", rule
+        )
+    return set(got.project(head))
 
 
 def _column_key(i: int, cmp: Callable[[Any, Any], int]) -> Callable[[Row], Any]:
