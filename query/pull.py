@@ -77,7 +77,7 @@ from query.builtins import resolve_function
 from query.edn import EDNError, loads
 from query.errors import QueryError, QueryParseError
 from query.gcpause import gc_paused
-from query.source import AttrInfo, DatomSource, DatomTuple, datom_source_of
+from query.source import AttrInfo, DatomSource, DatomTuple, datom_source_of, group_by_attribute
 from query.types import Keyword, Symbol
 
 __all__ = [
@@ -599,15 +599,7 @@ class _Run:
                     if entity_attrs is not None and type(n.eid) is int:
                         whole[n.eid] = await entity_attrs(n.eid)
                         continue
-                    grouped: dict[str, list[DatomTuple]] = {}
-                    for d in await src.search(e=n.eid):
-                        if d[4]:
-                            lst = grouped.get(d[1])
-                            if lst is None:
-                                grouped[d[1]] = [d]
-                            else:
-                                lst.append(d)
-                    whole[n.eid] = grouped
+                    whole[n.eid] = group_by_attribute(await src.search(e=n.eid))
             else:
                 g = groups.get(id(p))
                 if g is None:

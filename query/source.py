@@ -20,7 +20,7 @@ Conventions shared by every method:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -102,6 +102,19 @@ class DatomSource(Protocol):
         tuple) through its unique attribute, a keyword through ``db/ident``; None if no such
         entity. Raises ``QueryError`` if ``x`` cannot name an entity at all."""
         ...
+
+
+def group_by_attribute(datoms: Iterable[DatomTuple]) -> dict[str, list[DatomTuple]]:
+    """The asserted datoms among ``datoms`` (an entity's), by attribute, in their order."""
+    grouped: dict[str, list[DatomTuple]] = {}
+    for d in datoms:
+        if d[4]:
+            lst = grouped.get(d[1])
+            if lst is None:
+                grouped[d[1]] = [d]
+            else:
+                lst.append(d)
+    return grouped
 
 
 def datom_source_of(x: Any) -> DatomSource | None:

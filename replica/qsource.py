@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from query.errors import QueryError
-from query.source import AttrInfo, DatomTuple
+from query.source import AttrInfo, DatomTuple, group_by_attribute
 from replica.datom import (
     MAX_EID,
     aevt_tuple,
@@ -220,14 +220,7 @@ class DBSource:
         got = self._groups.get(e)
         if got is not None:
             return got
-        grouped: dict[str, list[DatomTuple]] = {}
-        for d in await self.entity_datoms(e):
-            if d[4]:
-                lst = grouped.get(d[1])
-                if lst is None:
-                    grouped[d[1]] = [d]
-                else:
-                    lst.append(d)
+        grouped = group_by_attribute(await self.entity_datoms(e))
         groups = self._groups
         if len(groups) >= 1 << 16:
             del groups[next(iter(groups))]
