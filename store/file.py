@@ -194,6 +194,11 @@ DEFAULT_SEGMENT_SIZE = 32 * 1024 * 1024
 DEFAULT_SEGMENT_RECORDS = 100_000
 MAX_NODE_SIZE = 0xFFFFFFFF
 STALE_TEMP_SECONDS = 600.0
+# A cas_ref that writes a small commit runs on the event loop's thread instead of a worker
+# (FileStore.cas_ref): at most this many staged bytes, and only while the store's recent
+# fdatasyncs took less than INLINE_SYNC_SECONDS on average
+INLINE_BYTES = 256 * 1024
+INLINE_SYNC_SECONDS = 0.001
 
 _SEGMENT_NAME = re.compile(r"^[0-9a-f]{16}-[0-9]{6}\.seg$")
 
@@ -598,6 +603,9 @@ class _Core:
         self.staged: dict[bytes, bytes] = {}
         self._ref_mutex = threading.RLock()
         self._ref_lock_depth = 0
+        # moving average of how long this object's fdatasyncs of segments took (seconds);
+        # unknown (inf) until the first one
+        self.sync_seconds = float("inf")
         self._ids = itertools.count(1)
         self._seq = 0
         self._stats_lock = threading.Lock()
@@ -630,6 +638,15 @@ class _Core:
 
     def _sync_fd(self, fd: int) -> None:
         self._count("fsyncs")
+        started = time.perf_counter()
+        try:
+            self._sync_fd_now(fd)
+        finally:
+            took = time.perf_counter() - started
+            avg = self.sync_seconds
+            self.sync_seconds = took if avg == float("inf") else avg + (took - avg) / 8
+
+    def _sync_fd_now(self, fd: int) -> None:
         full = getattr(fcntl, "F_FULLFSYNC", None)  # macOS: fsync does not reach the platter
         if full is not None:
             try:
@@ -1106,9 +1123,11 @@ class _Core:
         check_batch(nodes)
         self._write_batch(nodes, [])
 
-    def stage(self, nodes: Mapping[bytes, bytes]) -> None:
-        """Keep ``nodes`` (validated) to be written with this object's next batch."""
-        check_batch(nodes)
+    def stage(self, nodes: Mapping[bytes, bytes], verified: bool = False) -> None:
+        """Keep ``nodes`` (validated, unless the caller computed every address from its
+        bytes itself: ``verified``) to be written with this object's next batch."""
+        if not verified:
+            check_batch(nodes)
         for address, data in nodes.items():
             if len(data) > MAX_NODE_SIZE:
                 raise StoreError(f"node {address.hex()} is larger than {MAX_NODE_SIZE} bytes")
@@ -1393,6 +1412,43 @@ class _Core:
                     self._unlock_refs()
         except OSError as exc:
             raise StoreError(f"{self._where()}: cannot update ref {name!r}: {exc}") from exc
+
+    def quick_cas_ref(self, name: str, expected: bytes | None, new: bytes | None) -> bool | None:
+        """:meth:`cas_ref` if it is quick, for the event loop's thread: the staged nodes are
+        few (at most INLINE_BYTES), the last fdatasyncs were fast, this object's segment has
+        room for them (no sealing), no other live writer's segment must be read, and neither
+        the ref mutex nor ``refs/.lock`` is held by anyone else. None (nothing done) if not."""
+        w = self.writer
+        staged = self.staged
+        size = sum(map(len, staged.values()))
+        if (
+            not staged
+            or size > INLINE_BYTES
+            or not self.sync_seconds < INLINE_SYNC_SECONDS
+            or w is None
+            or w.broken
+            or w.end + size + 64 * len(staged) >= self.segment_size
+            or w.count + len(staged) >= self.segment_records
+            or any(not seg.sealed and seg.name != w.seg.name for seg in self.segments.values())
+        ):
+            return None
+        if not self._ref_mutex.acquire(blocking=False):
+            return None
+        try:
+            if self._ref_lock_depth == 0:
+                try:
+                    fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return None
+            self._ref_lock_depth += 1
+            try:
+                return self._cas_locked(name, expected, new)
+            finally:
+                self._unlock_refs()
+        except OSError as exc:
+            raise StoreError(f"{self._where()}: cannot update ref {name!r}: {exc}") from exc
+        finally:
+            self._ref_mutex.release()
 
     def _cas_locked(self, name: str, expected: bytes | None, new: bytes | None) -> bool:
         self._count("cas")
@@ -1695,13 +1751,16 @@ class FileStore:
 
     # ------------------------------------------------------------------------------- refs
 
-    def stage(self, nodes: Mapping[bytes, bytes]) -> None:
+    def stage(self, nodes: Mapping[bytes, bytes], *, verified: bool = False) -> None:
         """Hand over nodes to be written with this object's next write: the next
         ``cas_ref`` writes them and its ref record in one batch with one sync (what a
         transaction's commit costs), as would the next ``put_many`` or ``aclose``. Until
-        then they are readable here but not durable: a ref must not name them before."""
+        then they are readable here but not durable: a ref must not name them before.
+        Each address is checked against its bytes, as ``put_many`` does, unless
+        ``verified``: the caller computed every address from those bytes itself (the
+        tree layer's own new nodes, store/nodes.py)."""
         self._check_open()
-        self._core.stage(nodes)
+        self._core.stage(nodes, verified)
 
     async def get_ref(self, name: str) -> bytes | None:
         self._check_open()
@@ -1717,6 +1776,14 @@ class FileStore:
         check_ref_value(new, "new")
         async with self._mutex, self._ref_lock:
             self._check_open()
+            # A small commit (staged nodes and their ref record, one fdatasync of ~50 kB)
+            # is written on this thread: the two thread wake-ups of an offload cost more
+            # than that fdatasync on a small machine. Anything larger or slower, or that
+            # would wait for a lock, goes to a worker thread as before.
+            done = self._core.quick_cas_ref(name, expected, new)
+            if done is not None:
+                await anyio.lowlevel.checkpoint()
+                return done
             return await _offload_shielded(self._where, self._core.cas_ref, name, expected, new)
 
     async def list_refs(self) -> dict[str, bytes]:

@@ -298,7 +298,8 @@ class Nodes:
 
     def add_raw(self, address: bytes, data: bytes) -> None:
         """Buffer a non-tree node (a commit, a schema) for the next :meth:`flush`; the caller
-        guarantees ``address == address_of(data)`` (the store checks it again)."""
+        guarantees ``address == address_of(data)`` (``put_many`` checks it again, a deferred
+        flush does not)."""
         if address not in self._pending:
             self._pending[address] = data
             self._pending_bytes += len(data)
@@ -312,14 +313,17 @@ class Nodes:
 
         With ``defer``, a store that can stage nodes (``FileStore.stage``) takes them to
         write with its next ref change or put instead, in the same batch and sync: the
-        caller must then move a ref (or flush again) before relying on their durability."""
+        caller must then move a ref (or flush again) before relying on their durability.
+        They are staged as verified (not hashed again): every buffered address was computed
+        here from its bytes (:func:`make_leaf`, :func:`make_internal`), or by the caller of
+        :meth:`add_raw`, which must guarantee it."""
         if not self._pending:
             return
         batch = self._pending
         nodes = self._pending_nodes
         stage = getattr(self.store, "stage", None) if defer else None
         if stage is not None:
-            stage(batch)
+            stage(batch, verified=True)
         else:
             await self.store.put_many(batch)
         self.stats.writes += len(batch)

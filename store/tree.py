@@ -41,6 +41,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from itertools import islice
 from operator import itemgetter, lt
+from pathlib import Path
 from typing import Any
 
 import xxhash
@@ -66,6 +67,11 @@ _VALUE_TYPES = {bytes, type(None)}
 # Gamma(1 + 1/4) to 30 digits: a constant, not math.gamma, so every platform agrees
 _GAMMA_1_25 = decimal.Decimal("0.906402477055477077982112016097")
 _SCALE_BITS = 96
+_SURVIVAL_BYTES = 13  # S[0] = 2**96 takes 97 bits
+# The survival table of the default TreeConfig, computed once by survival_table_bytes() and
+# shipped (tests/store/test_chunker_table.py recomputes it): a process's first edits would
+# otherwise spend ~15 us of decimal arithmetic on every node size they meet for the first time
+_SHIPPED = {(4096, 16384): "survival-4096-16384.bin"}
 
 
 class _Survival(dict[int, int]):
@@ -76,28 +82,55 @@ class _Survival(dict[int, int]):
     differently. Each size is computed on its first use (the whole table takes ~0.5 s, which a
     process making one small edit should not pay) and kept."""
 
-    def __init__(self, target: int, max_size: int) -> None:
+    def __init__(self, target: int, max_size: int, shipped: bytes | None = None) -> None:
         super().__init__()
         self.max_size = max_size
         # a private context: the process's decimal settings must not change the table
         self._ctx = decimal.Context(prec=50)
         self._lam = self._ctx.divide(decimal.Decimal(target), _GAMMA_1_25)
         self._scale = decimal.Decimal(1 << _SCALE_BITS)
+        ok = shipped is not None and len(shipped) == (max_size + 1) * _SURVIVAL_BYTES
+        self._shipped = shipped if ok else None
+
+    def compute(self, size: int) -> int:
+        """``S[size]`` from its definition."""
+        ctx = self._ctx
+        x = ctx.divide(decimal.Decimal(size), self._lam)
+        return int(ctx.multiply(ctx.exp(ctx.minus(ctx.power(x, 4))), self._scale))
 
     def __missing__(self, size: int) -> int:
         if type(size) is not int or not 0 <= size <= self.max_size:
             raise KeyError(size)
-        ctx = self._ctx
-        x = ctx.divide(decimal.Decimal(size), self._lam)
-        value = int(ctx.multiply(ctx.exp(ctx.minus(ctx.power(x, 4))), self._scale))
+        shipped = self._shipped
+        if shipped is not None:
+            at = size * _SURVIVAL_BYTES
+            value = int.from_bytes(shipped[at : at + _SURVIVAL_BYTES], "big")
+        else:
+            value = self.compute(size)
         self[size] = value
         return value
+
+
+def survival_table_bytes(target: int, max_size: int) -> bytes:
+    """The whole survival table of a configuration, ``S[0..max_size]`` as 13-byte big-endian
+    integers: what store/survival-<target>-<max_size>.bin holds (about 0.5 s to compute)."""
+    table = _Survival(target, max_size)
+    return b"".join(
+        table.compute(s).to_bytes(_SURVIVAL_BYTES, "big") for s in range(max_size + 1)
+    )
 
 
 @functools.lru_cache(maxsize=16)
 def _survival_table(target: int, max_size: int) -> _Survival:
     """The survival table of one configuration (shared, filled as sizes are used)."""
-    return _Survival(target, max_size)
+    name = _SHIPPED.get((target, max_size))
+    shipped = None
+    if name is not None:
+        try:
+            shipped = (Path(__file__).parent / name).read_bytes()
+        except OSError:  # not installed with the package: computed as needed
+            shipped = None
+    return _Survival(target, max_size, shipped)
 
 
 class _Level:
