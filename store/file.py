@@ -16,6 +16,11 @@ value is unchanged or deleted), a failed one none. A ``cas_ref`` after
 moves) writes the staged nodes and a *ref record* as one batch: one ``fdatasync`` for the
 whole commit, won or lost.
 
+Blocking work runs in a worker thread, except a small commit's ``cas_ref`` (at most
+INLINE_BYTES staged), which runs on the caller's thread when it cannot wait for a lock or read
+another writer's segment and the recent fdatasyncs were fast (``stats["cas_inline"]`` counts
+them): the two thread wake-ups cost as much as that fdatasync (docs/decisions.md 27).
+
 Memory does not grow with the data beyond about 21 bytes a node stored. The in-memory index
 (:class:`_Table`) holds no address: it maps a 32-bit *tag* of each address (its bytes 1-4) to
 the segment and offset of its record, 12 bytes a slot in two flat arrays, at most 3/4 full
@@ -623,6 +628,7 @@ class _Core:
                 "scanned_bytes",
                 "refreshes",
                 "cas",
+                "cas_inline",
             ),
             0,
         )
@@ -813,9 +819,8 @@ class _Core:
 
     # ------------------------------------------------------------------- index maintenance
 
-    def refresh(self) -> None:
-        """Bring the index up to date with every segment on disk."""
-        self._count("refreshes")
+    def _listing(self) -> tuple[set[str], set[str]]:
+        """The segment and .idx file names in ``nodes/``."""
         names: set[str] = set()
         idxs: set[str] = set()
         for name in os.listdir(self.nodes_dir):
@@ -823,6 +828,19 @@ class _Core:
                 names.add(name)
             elif name.endswith(".idx"):
                 idxs.add(name)
+        return names, idxs
+
+    def _listing_is_known(self, names: set[str]) -> bool:
+        """True if ``names`` (a listing) holds exactly the segments this object knows."""
+        own = self.writer.seg.name if self.writer is not None else None
+        known = self.segments.keys()
+        return all(n in known for n in names) and all(n in names or n == own for n in known)
+
+    def refresh(self, listing: tuple[set[str], set[str]] | None = None) -> None:
+        """Bring the index up to date with every segment on disk (``listing``: the
+        directory's, if the caller has just listed it)."""
+        self._count("refreshes")
+        names, idxs = self._listing() if listing is None else listing
         own = self.writer.seg.name if self.writer is not None else None
         vanished = [n for n in self.segments if n not in names and n != own]
         if vanished:
@@ -1417,7 +1435,9 @@ class _Core:
         """:meth:`cas_ref` if it is quick, for the event loop's thread: the staged nodes are
         few (at most INLINE_BYTES), the last fdatasyncs were fast, this object's segment has
         room for them (no sealing), no other live writer's segment must be read, and neither
-        the ref mutex nor ``refs/.lock`` is held by anyone else. None (nothing done) if not."""
+        the ref mutex nor ``refs/.lock`` is held by anyone else. None (nothing done) if not.
+        (Segments that appeared or vanished since this object last looked also send it to
+        the worker: reading another writer's new segment may take long.)"""
         w = self.writer
         staged = self.staged
         size = sum(map(len, staged.values()))
@@ -1442,7 +1462,11 @@ class _Core:
                     return None
             self._ref_lock_depth += 1
             try:
-                return self._cas_locked(name, expected, new)
+                listing = self._listing()
+                if not self._listing_is_known(listing[0]):
+                    return None
+                self._count("cas_inline")
+                return self._cas_locked(name, expected, new, listing)
             finally:
                 self._unlock_refs()
         except OSError as exc:
@@ -1450,9 +1474,15 @@ class _Core:
         finally:
             self._ref_mutex.release()
 
-    def _cas_locked(self, name: str, expected: bytes | None, new: bytes | None) -> bool:
+    def _cas_locked(
+        self,
+        name: str,
+        expected: bytes | None,
+        new: bytes | None,
+        listing: tuple[set[str], set[str]] | None = None,
+    ) -> bool:
         self._count("cas")
-        self.refresh()  # every record written under the lock is visible now
+        self.refresh(listing)  # every record written under the lock is visible now
         version, current = self._resolve(name)
         if self.staged:
             # Staged nodes (a commit) and the ref record naming it: one batch, one sync.

@@ -1,0 +1,157 @@
+"""A small commit (staged nodes + ref record) is written on the event loop's thread
+(``_Core.quick_cas_ref``); anything that could take long or wait for a lock still goes to a
+worker thread. Both paths give the same, durable result."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from store.codec import address_of
+from store.errors import CorruptNode
+from store.file import INLINE_BYTES, FileStore
+
+
+def node(i: int, size: int = 40) -> tuple[bytes, bytes]:
+    data = (b"node %d " % i).ljust(size, b"x")
+    return address_of(data), data
+
+
+async def commit(store: FileStore, i: int, size: int = 40) -> bool:
+    address, data = node(i, size)
+    store.stage({address: data})
+    expected = None if i == 1 else b"head %d" % (i - 1)
+    return await store.cas_ref("main", expected, b"head %d" % i)
+
+
+async def opened(tmp_path: Path, **options: object) -> FileStore:
+    store = await FileStore.open(tmp_path.as_uri(), **options)
+    await store.put_many(dict([node(0)]))  # a segment and a measured fdatasync
+    return store
+
+
+async def test_small_commits_are_written_inline_and_durable(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    try:
+        for i in range(1, 11):
+            before = store.stats["fsyncs"]
+            assert await commit(store, i)
+            assert store.stats["fsyncs"] - before == 1
+        assert store.stats["cas_inline"] == 10
+    finally:
+        await store.aclose()
+    again = await FileStore.open(tmp_path.as_uri())
+    try:
+        assert await again.get_ref("main") == b"head 10"
+        for i in range(1, 11):
+            assert await again.get(node(i)[0]) == node(i)[1]
+    finally:
+        await again.aclose()
+
+
+async def test_inline_commits_let_other_tasks_run(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            for i in range(1, 21):
+                assert await commit(store, i)
+            tg.cancel_scope.cancel()
+        assert store.stats["cas_inline"] == 20
+        assert ticks >= 20  # every commit yields to the loop at least once
+    finally:
+        await store.aclose()
+
+
+async def test_a_held_refs_lock_sends_the_commit_to_a_worker(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    fd = os.open(tmp_path / "refs" / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another open file description: another "process"
+        release = threading.Timer(0.2, fcntl.flock, (fd, fcntl.LOCK_UN))
+        release.start()
+        with anyio.fail_after(30):
+            assert await commit(store, 1)
+        release.join()
+        assert store.stats["cas_inline"] == 0
+        assert await store.get_ref("main") == b"head 1"
+        assert await commit(store, 2)  # lock free again: inline
+        assert store.stats["cas_inline"] == 1
+    finally:
+        os.close(fd)
+        await store.aclose()
+
+
+async def test_large_commits_and_slow_disks_go_to_a_worker(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    try:
+        assert await commit(store, 1, size=INLINE_BYTES + 1)
+        assert store.stats["cas_inline"] == 0
+        store._core.sync_seconds = 1.0  # as if the last fdatasyncs had been slow
+        assert await commit(store, 2)
+        assert store.stats["cas_inline"] == 0
+        assert store._core.sync_seconds < 1.0  # the worker's fdatasync was measured
+        store._core.sync_seconds = 0.0
+        assert await commit(store, 3)
+        assert store.stats["cas_inline"] == 1
+        assert await store.get_ref("main") == b"head 3"
+    finally:
+        await store.aclose()
+
+
+async def test_a_commit_that_fills_the_segment_goes_to_a_worker(tmp_path: Path) -> None:
+    store = await opened(tmp_path, segment_size=4096)
+    try:
+        for i in range(1, 40):
+            assert await commit(store, i, size=300)
+        assert 0 < store.stats["cas_inline"] < 39
+        assert store.stats["segments_sealed"] >= 2
+    finally:
+        await store.aclose()
+    again = await FileStore.open(tmp_path.as_uri())
+    try:
+        assert await again.get_ref("main") == b"head 39"
+        assert await again.missing([node(i, 300)[0] for i in range(1, 40)]) == set()
+    finally:
+        await again.aclose()
+
+
+async def test_another_live_writer_sends_the_commit_to_a_worker(tmp_path: Path) -> None:
+    a = await opened(tmp_path)
+    b = await FileStore.open(tmp_path.as_uri())
+    try:
+        await b.put_many(dict([node(100)]))  # b's unsealed segment: a must read it under lock
+        assert await commit(a, 1)
+        assert a.stats["cas_inline"] == 0
+        assert await b.get_ref("main") == b"head 1"
+    finally:
+        await b.aclose()
+        await a.aclose()
+
+
+async def test_staging_checks_addresses_unless_verified(tmp_path: Path) -> None:
+    store = await opened(tmp_path)
+    try:
+        address, _ = node(1)
+        with pytest.raises(CorruptNode):
+            store.stage({address: b"other bytes"})
+        assert await store.missing([address]) == {address}  # nothing was staged
+        store.stage(dict([node(2)]), verified=True)
+        assert await commit(store, 1) is True  # node(1) staged by commit(); node(2) too
+        assert await store.missing([node(2)[0]]) == set()
+    finally:
+        await store.aclose()
