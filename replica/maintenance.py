@@ -1,8 +1,9 @@
 """Garbage collection, export/import and verification of a database's store.
 
-All three walk the same graph: refs (branches) -> head commits -> parent commits -> each
-commit's schema node and index tree roots -> tree nodes. Walks keep one ``seen`` set across
-commits, so the shared subtrees of consecutive commits are visited once.
+All three walk the same graph: refs (branches, and the commit lists of :data:`ROOT_LIST_REFS`)
+-> head commits -> parent commits -> each commit's schema node and index tree roots -> tree
+nodes. Walks keep one ``seen`` set across commits, so the shared subtrees of consecutive commits
+are visited once.
 """
 
 from __future__ import annotations
@@ -17,12 +18,35 @@ import anyio
 from replica.connection import BRANCH_PREFIX, CONFIG_REF, Connection, decode_heads
 from replica.errors import ReplicaError
 from store.base import NodeStore
-from store.codec import address_of, decode, encode
+from store.codec import address_of, decode, encode, is_address
 from store.errors import CodecError, CorruptNode, StoreError
 from store.nodes import Nodes, decode_node
 
 EXPORT_FORMAT = 1
 _MAGIC = "replica-export"
+
+#: the ref where sync lists the complete commits it received but has not published yet
+#: (docs/protocol.md 5.5; ``sync.peer`` uses this name)
+PENDING_REF = "sync/pending"
+#: refs besides the branches whose value is a CBOR array of commit addresses (read with
+#: :func:`decode_commit_list`) that gc keeps, with everything under them, and export copies.
+#: Named here rather than registered by sync because gc runs in processes that never import
+#: sync (``replica gc``, a script): what keeps a node alive must not depend on what is loaded.
+ROOT_LIST_REFS: tuple[str, ...] = (PENDING_REF,)
+
+
+def decode_commit_list(raw: bytes | None) -> list[bytes]:
+    """The addresses in a commit-list ref value; anything else in it is ignored (an absent
+    or corrupt list is empty: it is a hint between sessions, not a branch)."""
+    if raw is None:
+        return []
+    try:
+        value = decode(raw)
+    except CodecError:
+        return []
+    if not isinstance(value, list):
+        return []
+    return [a for a in value if is_address(a)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +108,20 @@ async def _walk(
 
 
 async def _all_heads(store: NodeStore) -> list[bytes]:
+    """The commits gc keeps and export copies: every branch's heads, and the commits listed
+    in :data:`ROOT_LIST_REFS` that are in the store (an entry may name a commit an older gc,
+    which did not keep these lists, deleted: it protects nothing and must not stop gc)."""
     heads: list[bytes] = []
+    listed: list[bytes] = []
     for name, value in (await store.list_refs()).items():
         if name.startswith(BRANCH_PREFIX):
             heads.extend(decode_heads(value, name[len(BRANCH_PREFIX) :]))
+        elif name in ROOT_LIST_REFS:
+            listed.extend(decode_commit_list(value))
+    if listed:
+        listed = list(dict.fromkeys(listed))
+        absent = await store.missing(listed)
+        heads.extend(a for a in listed if a not in absent)
     return heads
 
 
@@ -99,11 +133,14 @@ async def _mark(conn: Connection) -> set[bytes]:
 
 
 async def gc(conn: Connection, *, grace_seconds: float = 60.0) -> GcReport:
-    """Delete every node unreachable from every branch. Nodes that exist when gc starts but
-    are unreachable are deleted only after ``grace_seconds`` and only if a second marking
-    still finds them unreachable, so a writer that put its nodes but has not moved its
-    branch yet (in flight for less than the grace period) loses nothing. Nodes written after
-    gc started are never candidates."""
+    """Delete every node unreachable from every branch and from the commits listed in the
+    refs of :data:`ROOT_LIST_REFS`: sync's pending commits, received complete but not yet
+    published, stay on no branch for as long as the link is down, and the next session tells
+    the peer we hold them (so it never resends them); they must outlive any grace period.
+    Nodes that exist when gc starts but are unreachable are deleted only after
+    ``grace_seconds`` and only if a second marking still finds them unreachable, so a writer
+    that put its nodes but has not moved its branch yet (in flight for less than the grace
+    period) loses nothing. Nodes written after gc started are never candidates."""
     if grace_seconds < 0:
         raise ReplicaError("grace_seconds must be >= 0")
     candidates = await conn.store.list_addresses()
@@ -152,7 +189,8 @@ def _frame(value: Any) -> bytes:
 
 
 async def export_db(conn: Connection, path: str | Path) -> int:
-    """Write the whole database (every branch, all history) to ``path``. The file is a
+    """Write the whole database (every branch, all history, the commits listed in
+    :data:`ROOT_LIST_REFS`, so no exported ref names a node left out) to ``path``. The file is a
     sequence of frames (4-byte big-endian length + canonical CBOR): first the header
     ``{"kind": "replica-export", "format": 1, "refs": {name: value}}``, then
     ``[address, bytes]`` for every reachable node. Returns the number of nodes."""

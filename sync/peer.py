@@ -36,9 +36,10 @@ from replica.commit import decode_commit
 from replica.connection import Connection
 from replica.datom import TREES
 from replica.errors import NoSuchCommit
+from replica.maintenance import PENDING_REF, decode_commit_list
 from replica.merge import is_ancestor
-from store.codec import decode, encode, is_address
-from store.errors import CodecError, CorruptNode, TreeError
+from store.codec import encode
+from store.errors import CorruptNode, TreeError
 from store.nodes import TreeConfig
 from sync.missing import (
     DELTA_EDITS,
@@ -94,21 +95,9 @@ MAX_ASK_ROUNDS = 3
 _TIMEOUT = object()
 
 
-#: the ref listing complete commits received but not yet published (at most MAX_PENDING)
-PENDING_REF = "sync/pending"
+#: PENDING_REF lists complete commits received but not yet published (at most MAX_PENDING);
+#: its name and decoding belong to replica/maintenance.py, whose gc keeps what it lists
 MAX_PENDING = 256
-
-
-def _decode_pending(raw: bytes | None) -> list[bytes]:
-    if raw is None:
-        return []
-    try:
-        value = decode(raw)
-    except CodecError:
-        return []
-    if not isinstance(value, list):
-        return []
-    return [a for a in value if is_address(a)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,7 +415,10 @@ class _Session:
             heads = await self._current_heads()
         self.our_heads = heads
         every = [h for hs in heads.values() for h in hs]
-        pending = _decode_pending(await self.conn.store.get_ref(PENDING_REF))
+        pending = decode_commit_list(await self.conn.store.get_ref(PENDING_REF))
+        if pending:  # an entry whose commit a gc from before docs/protocol.md 5.5 deleted
+            absent = await self.conn.store.missing(pending)
+            pending = [c for c in pending if c not in absent]
         peer = self.proto.peer
         cap = peer.limits.max_heads if peer is not None else MAX_PENDING
         sampled = await samples(self.conn.database, every)
@@ -615,7 +607,7 @@ class _Session:
         store = self.conn.store
         while True:
             raw = await store.get_ref(PENDING_REF)
-            old = _decode_pending(raw)
+            old = decode_commit_list(raw)
             if not old:
                 return
             keep = []
@@ -638,7 +630,7 @@ class _Session:
         store = self.conn.store
         while True:
             raw = await store.get_ref(PENDING_REF)
-            old = _decode_pending(raw)
+            old = decode_commit_list(raw)
             new = (old + [c for c in commits if c not in old])[-MAX_PENDING:]
             if await store.cas_ref(PENDING_REF, raw, encode(new)):
                 return

@@ -10,7 +10,8 @@ import pytest
 import replica
 from replica.maintenance import export_db, gc, import_db, verify
 from store.base import open_store
-from store.codec import address_of
+from store.codec import address_of, encode
+from sync.peer import PENDING_REF
 
 SCHEMA = [
     {"db/ident": "p/name", "db/valueType": "db.type/string", "db/unique": "db.unique/identity"},
@@ -58,6 +59,55 @@ async def test_gc_grace_keeps_nodes_published_during_grace(make_conn) -> None:  
     report = await gc(conn, grace_seconds=0)
     assert address_of(orphan) not in await conn.store.list_addresses()
     assert report.deleted >= 1
+
+
+async def _pending_commit(conn: replica.Connection) -> bytes:
+    """A commit on no branch, listed in the sync/pending ref: as sync leaves a commit it
+    received complete but whose update never came (a cut session, protocol.md 5.5)."""
+    await _fill(conn, 3)
+    keep = conn.db.commit_id
+    await _fill(conn, 3)
+    received = conn.db.commit_id
+    await conn.reset_branch("main", keep)
+    assert await conn.store.cas_ref(PENDING_REF, None, encode([received]))
+    return received
+
+
+async def test_gc_keeps_commits_pending_in_sync(make_conn) -> None:  # type: ignore[no-untyped-def]
+    conn = await make_conn(SCHEMA)
+    received = await _pending_commit(conn)
+    await gc(conn, grace_seconds=0)
+    # the next session announces it as held, so the peer will not send it again: all of it
+    # must still be here when its update finally publishes it
+    await conn.reset_branch("main", received)
+    assert (await verify(conn, "main")).commits == 6 + 2  # 6 txs, the schema tx, genesis
+    names = {d.v async for d in (await conn.refresh()).datoms("aevt", "p/name")}
+    assert names == {f"n{i}" for i in range(3)}
+
+
+async def test_gc_ignores_stale_and_corrupt_pending_entries(make_conn) -> None:  # type: ignore[no-untyped-def]
+    conn = await make_conn(SCHEMA)
+    await _fill(conn, 2)
+    gone = address_of(b"deleted long ago")
+    assert await conn.store.cas_ref(PENDING_REF, None, encode([gone, b"not an address"]))
+    report = await gc(conn, grace_seconds=0)
+    assert report.reachable > 0
+    assert await verify(conn, "main")
+
+
+async def test_export_keeps_pending_commits(make_conn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    conn = await make_conn(SCHEMA)
+    received = await _pending_commit(conn)
+    path = tmp_path / "db.export"
+    await export_db(conn, path)
+    url = (tmp_path / "imported").as_uri()
+    store = await open_store(url)
+    await import_db(store, path)
+    await store.aclose()
+    async with replica.connect(url) as copy:
+        assert await copy.store.get_ref(PENDING_REF) == encode([received])
+        await copy.reset_branch("main", received)
+        assert (await verify(copy, "main")).commits == 6 + 2
 
 
 async def test_export_import_round_trip(make_conn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
