@@ -68,6 +68,8 @@ _VALUE_TYPES = {bytes, type(None)}
 _GAMMA_1_25 = decimal.Decimal("0.906402477055477077982112016097")
 _SCALE_BITS = 96
 _SURVIVAL_BYTES = 13  # S[0] = 2**96 takes 97 bits
+# Entries up to this many bytes are first tested against _Quick's bound (see there)
+_QUICK_SPAN = 128
 # The survival table of the default TreeConfig, computed once by survival_table_bytes() and
 # shipped (tests/store/test_chunker_table.py recomputes it): a process's first edits would
 # otherwise spend ~15 us of decimal arithmetic on every node size they meet for the first time
@@ -91,6 +93,7 @@ class _Survival(dict[int, int]):
         self._scale = decimal.Decimal(1 << _SCALE_BITS)
         ok = shipped is not None and len(shipped) == (max_size + 1) * _SURVIVAL_BYTES
         self._shipped = shipped if ok else None
+        self.quick = _Quick(self)
 
     def compute(self, size: int) -> int:
         """``S[size]`` from its definition."""
@@ -108,6 +111,32 @@ class _Survival(dict[int, int]):
         else:
             value = self.compute(size)
         self[size] = value
+        return value
+
+
+class _Quick(dict[int, int]):
+    """``Q[s0]``: the least hash for which no entry of at most ``_QUICK_SPAN`` bytes ends a
+    node that holds ``s0`` bytes before it. A node ends after an entry taking it from ``s0``
+    to ``s1`` bytes iff ``hash * S[s0] < (S[s0] - S[s1]) << 64``; ``S`` never increases, so
+    for every ``s1 <= s0 + _QUICK_SPAN`` the right side is at most that of ``s0 +
+    _QUICK_SPAN`` (or of ``max_size``), and ``hash >= Q[s0]`` (the ceiling of that bound
+    divided by ``S[s0]``) proves "no end" exactly, in one comparison of small integers. Most
+    entries (all but a few percent) are settled so; the rest take the exact test. With
+    ``S[s0] == 0`` every entry ends the node: ``Q = 2**64``, which no hash reaches."""
+
+    def __init__(self, surv: _Survival) -> None:
+        super().__init__()
+        self.surv = surv
+
+    def __missing__(self, s0: int) -> int:
+        surv = self.surv
+        before = surv[s0]  # KeyError outside the table
+        if before == 0:
+            value = 1 << 64
+        else:
+            bound = (before - surv[min(s0 + _QUICK_SPAN, surv.max_size)]) << 64
+            value = -(-bound // before)
+        self[s0] = value
         return value
 
 
@@ -161,10 +190,13 @@ class _Level:
             return True
         # end with probability p = (S(s0) - S(s1)) / S(s0): hash/2**64 < p, in integers
         surv = self.surv
+        hk = _hash(key, self.seed)
+        if n <= _QUICK_SPAN and hk >= surv.quick[s0]:
+            return False
         before = surv[s0]
         if before == 0:
             return True
-        return _hash(key, self.seed) * before < (before - surv[s1]) << 64
+        return hk * before < (before - surv[s1]) << 64
 
     def push_item(self, key: bytes, value: bytes) -> Ref | None:
         self.keys.append(key)
@@ -230,6 +262,8 @@ def _cut_leaf(
     (exclusive) of the nodes that end, and the size of the node left open."""
     cuts: list[int] = []
     h = _hash
+    quick = surv.quick
+    span = _QUICK_SPAN
     i = start
     for k in keys[start:] if start else keys:
         s1 = size + len(k) + len(vals[i]) + _LEAF_ENTRY
@@ -238,8 +272,12 @@ def _cut_leaf(
             size = s1
             continue
         if s1 < mx:
+            hk = h(k, 0)
+            if s1 - size <= span and hk >= quick[size]:
+                size = s1
+                continue
             before = surv[size]
-            if before and h(k, 0) * before >= (before - surv[s1]) << 64:
+            if before and hk * before >= (before - surv[s1]) << 64:
                 size = s1
                 continue
         cuts.append(i)
@@ -261,6 +299,8 @@ def _cut_internal(
     ends after its first entry); ``count`` entries are in the open node already."""
     cuts: list[int] = []
     h = _hash
+    quick = surv.quick
+    span = _QUICK_SPAN
     i = start
     for k in keys[start:] if start else keys:
         s1 = size + len(k) + _INTERNAL_ENTRY
@@ -268,8 +308,12 @@ def _cut_internal(
         count += 1
         if s1 >= mn:
             if s1 < mx:
+                hk = h(k, level)
+                if s1 - size <= span and hk >= quick[size]:
+                    size = s1
+                    continue
                 before = surv[size]
-                end = not before or h(k, level) * before < (before - surv[s1]) << 64
+                end = not before or hk * before < (before - surv[s1]) << 64
             else:
                 end = True
             if end and count > 1:
