@@ -84,6 +84,16 @@ damaged ref file): a StoreError, never a silently missed record.
     is never visible unlocked while its writer may still append. Its first batch (with the
     header) is followed by an fsync of ``nodes/``.
 
+    A busy writer (PREFILL_AFTER batches) also writes *zeros* ahead of its last batch, up to
+    PREFILL_CHUNK bytes at a time and never past ``segment_size``, and syncs them, so that
+    its next batches overwrite existing bytes instead of growing the file (an fdatasync that
+    commits no metadata). Zeros are no batch (0x00 is no record tag): a scan stops there as at
+    any torn tail, and other writers' scans of a live segment read them and find nothing.
+    The writer truncates them off before it seals the segment; a crashed writer's zeros stay
+    (its repair counts them as a torn tail; the ``.idx`` records the valid end). Zeros are
+    written only at or after the end of the last batch, and a batch is written there only
+    after the zeros that overlap it are: no zero ever overwrites a batch.
+
 ``<root>/nodes/<writer>-<seq>.idx``: a segment is *sealed* when this exists
     ``b"RPLIDX\\x00\\x01" | u64 valid end (segment bytes covered by the entries) | u64 entry
     count | (33-byte address | u64 offset of the node record | u32 data length) * count |
@@ -141,6 +151,7 @@ The store relies on POSIX ``flock``, ``rename`` and ``fsync`` semantics of a loc
 
 from __future__ import annotations
 
+import concurrent.futures
 import fcntl
 import hashlib
 import itertools
@@ -204,6 +215,13 @@ STALE_TEMP_SECONDS = 600.0
 # fdatasyncs took less than INLINE_SYNC_SECONDS on average
 INLINE_BYTES = 256 * 1024
 INLINE_SYNC_SECONDS = 0.001
+# A writer that has appended PREFILL_AFTER batches keeps up to PREFILL_CHUNK bytes of zeros
+# written and synced ahead of its last batch (never past segment_size), by a background
+# thread: a batch that lands inside them changes no file size, so its fdatasync commits no
+# metadata (about half the time of one that appends, on ext4)
+PREFILL_AFTER = 16
+PREFILL_CHUNK = 1024 * 1024
+_ZEROS = bytes(64 * 1024)
 
 _SEGMENT_NAME = re.compile(r"^[0-9a-f]{16}-[0-9]{6}\.seg$")
 
@@ -577,6 +595,14 @@ class _Writer:
     count: int = 0  # entries in ``idx``
     dir_synced: bool = False
     broken: bool = False  # a write or sync failed: never append here again
+    batches: int = 0
+    # zeros written ahead (see PREFILL_AFTER): the file's bytes before ``filled`` exist
+    # (batches, then zeros) and are synced. A fill in progress holds ``fill_lock`` and writes
+    # only at or after ``filled``; a batch that would reach past ``filled`` takes the lock.
+    filled: int = 0
+    filling: bool = False  # a fill is scheduled or running
+    retired: bool = False  # sealed or closed: a fill must not touch ``fd`` any more
+    fill_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _Core:
@@ -611,6 +637,7 @@ class _Core:
         # moving average of how long this object's fdatasyncs of segments took (seconds);
         # unknown (inf) until the first one
         self.sync_seconds = float("inf")
+        self._filler: concurrent.futures.ThreadPoolExecutor | None = None
         self._ids = itertools.count(1)
         self._seq = 0
         self._stats_lock = threading.Lock()
@@ -629,6 +656,7 @@ class _Core:
                 "refreshes",
                 "cas",
                 "cas_inline",
+                "prefill_bytes",
             ),
             0,
         )
@@ -1186,16 +1214,19 @@ class _Core:
             parts.insert(0, SEGMENT_MAGIC_2)
             size += len(SEGMENT_MAGIC_2)
         try:
-            _pwritev_all(w.fd, parts, w.end)
-            self._sync_fd(w.fd)
-            if not w.dir_synced:
-                self._sync_dir(self.nodes_dir)
-                w.dir_synced = True
+            if w.end + size <= w.filled:
+                self._write_synced(w, parts)
+            else:
+                with w.fill_lock:  # past the zeros: wait for a fill writing there
+                    self._write_synced(w, parts)
+                    w.filled = max(w.filled, w.end + size)
         except OSError as exc:
             # Whatever reached the file after w.end is not acknowledged; never append after it.
             w.broken = True
             raise StoreError(f"{self._where()}: cannot write nodes: {exc}") from exc
         w.end += size
+        w.batches += 1
+        self._maybe_prefill(w)
         w.idx += _pack_entries(entries)
         w.count += len(entries)
         self._add_entries(w.seg, entries)
@@ -1205,6 +1236,63 @@ class _Core:
         self._count("batches")
         self._count("nodes_written", len(entries))
         self._count("bytes_written", size)
+
+    def _write_synced(self, w: _Writer, parts: Sequence[bytes | bytearray]) -> None:
+        _pwritev_all(w.fd, parts, w.end)
+        self._sync_fd(w.fd)
+        if not w.dir_synced:
+            self._sync_dir(self.nodes_dir)
+            w.dir_synced = True
+
+    def _prefill_chunk(self) -> int:
+        return min(PREFILL_CHUNK, max(4096, self.segment_size // 8))
+
+    def _maybe_prefill(self, w: _Writer) -> None:
+        """Schedule a fill of zeros ahead of ``w``'s last batch if it runs low (see
+        PREFILL_AFTER). Called by the one thread that writes batches, after a batch."""
+        if w.filling or w.broken or w.batches < PREFILL_AFTER:
+            return
+        chunk = self._prefill_chunk()
+        if w.filled - w.end >= chunk // 2 or max(w.filled, w.end) >= self.segment_size:
+            return
+        if self._filler is None:
+            self._filler = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="replica-prefill"
+            )
+        w.filling = True
+        self._filler.submit(self._prefill, w, chunk)
+
+    def _prefill(self, w: _Writer, chunk: int) -> None:
+        """Write zeros after ``w.filled`` (up to ``chunk`` bytes, not past segment_size) and
+        sync them. Failures only stop prefilling this segment: batches append as before."""
+        with w.fill_lock:
+            try:
+                if w.retired or w.broken:
+                    return
+                start = max(w.filled, w.end)
+                stop = min(start + chunk, self.segment_size)
+                pos = start
+                while pos < stop:
+                    pos += os.pwrite(w.fd, _ZEROS[: stop - pos], pos)
+                if stop > start:
+                    self._count("fsyncs")
+                    self._sync_fd_now(w.fd)
+                    w.filled = stop
+                    self._count("prefill_bytes", stop - start)
+            except OSError:
+                w.batches = -(1 << 62)  # no more fills here
+            finally:
+                w.filling = False
+
+    def _retire(self, w: _Writer) -> None:
+        """Stop fills of ``w`` (waiting for one that runs) and cut its zeros off the file."""
+        with w.fill_lock:
+            w.retired = True
+            if w.filled > w.end and not w.broken:
+                try:
+                    os.ftruncate(w.fd, w.end)
+                except OSError:
+                    pass  # zeros after the last batch are never read as one: harmless
 
     def _new_segment(self) -> _Writer:
         self._seq += 1
@@ -1232,6 +1320,7 @@ class _Core:
             return
         self.writer = None
         try:
+            self._retire(w)
             if w.seg.name in self.seg_refs:  # its ref records go to the ref files first
                 self._checkpoint(w.seg.name)
             if w.end == 0:
@@ -1441,13 +1530,19 @@ class _Core:
         w = self.writer
         staged = self.staged
         size = sum(map(len, staged.values()))
+        # where the batch would end at most: records (38-byte heads), the ref record, the
+        # commit record, the segment header
+        reach = 0 if w is None else w.end + size + 38 * len(staged) + 64 + len(name)
+        if new is not None:
+            reach += len(new)
         if (
             not staged
             or size > INLINE_BYTES
             or not self.sync_seconds < INLINE_SYNC_SECONDS
             or w is None
             or w.broken
-            or w.end + size + 64 * len(staged) >= self.segment_size
+            or (w.filling and reach > w.filled)  # would wait for the fill writing there
+            or reach >= self.segment_size
             or w.count + len(staged) >= self.segment_records
             or any(not seg.sealed and seg.name != w.seg.name for seg in self.segments.values())
         ):
@@ -1537,8 +1632,12 @@ class _Core:
                 self.seal_own()
         finally:
             if self.writer is not None:
+                self._retire(self.writer)
                 os.close(self.writer.fd)
                 self.writer = None
+            if self._filler is not None:
+                self._filler.shutdown(wait=True)
+                self._filler = None
             if self.lock_fd >= 0:
                 os.close(self.lock_fd)
                 self.lock_fd = -1

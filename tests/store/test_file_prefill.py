@@ -1,0 +1,155 @@
+"""Zeros written ahead of a busy writer's last batch (store/file.py, PREFILL_AFTER): batches
+land inside them, readers and repairs stop at them as at any torn tail, sealing cuts them
+off, and a writer killed with SIGKILL (real, in another process) loses no acknowledged
+commit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import anyio
+import pytest
+
+from store.codec import address_of
+from store.file import PREFILL_AFTER, FileStore
+
+
+def node(i: int) -> tuple[bytes, bytes]:
+    data = (b"prefill node %d " % i).ljust(300, b"z")
+    return address_of(data), data
+
+
+def segment_files(root: Path) -> list[Path]:
+    return sorted((root / "nodes").glob("*.seg"))
+
+
+def idx_end(root: Path, segment: Path) -> int:
+    raw = (root / "nodes" / (segment.name[:-4] + ".idx")).read_bytes()
+    return int.from_bytes(raw[8:16], "big")
+
+
+async def commit(store: FileStore, i: int) -> None:
+    address, data = node(i)
+    store.stage({address: data})
+    expected = None if i == 0 else b"head %d" % (i - 1)
+    assert await store.cas_ref("main", expected, b"head %d" % i)
+
+
+async def test_a_busy_writer_writes_zeros_ahead_and_seals_without_them(tmp_path: Path) -> None:
+    store = await FileStore.open(tmp_path.as_uri())
+    try:
+        n = PREFILL_AFTER + 40
+        for i in range(n):
+            await commit(store, i)
+        writer = store._core.writer
+        assert writer is not None
+        with anyio.fail_after(30):  # let a running fill finish (it holds the lock)
+            await anyio.to_thread.run_sync(writer.fill_lock.acquire)
+        writer.fill_lock.release()
+        assert store.stats["prefill_bytes"] > 0
+        (segment,) = segment_files(tmp_path)
+        assert segment.stat().st_size > writer.end
+        # another object reads the live segment, zeros and all
+        other = await FileStore.open(tmp_path.as_uri())
+        try:
+            assert await other.get_ref("main") == b"head %d" % (n - 1)
+            assert await other.missing([node(i)[0] for i in range(n)]) == set()
+            assert other.stats["torn_tails"] == 0
+        finally:
+            await other.aclose()
+    finally:
+        await store.aclose()
+    (segment,) = segment_files(tmp_path)
+    assert segment.stat().st_size == idx_end(tmp_path, segment)  # sealed: zeros cut off
+    again = await FileStore.open(tmp_path.as_uri())
+    try:
+        assert await again.get_ref("main") == b"head %d" % (n - 1)
+        for i in range(n):
+            assert await again.get(node(i)[0]) == node(i)[1]
+        assert again.stats["scanned_bytes"] == 0
+    finally:
+        await again.aclose()
+
+
+async def test_rotation_while_prefilling_keeps_everything(tmp_path: Path) -> None:
+    store = await FileStore.open(tmp_path.as_uri(), segment_size=8 * 1024)
+    try:
+        for i in range(PREFILL_AFTER * 8):
+            await commit(store, i)
+        assert store.stats["segments_sealed"] >= 3
+        assert store.stats["prefill_bytes"] > 0
+    finally:
+        await store.aclose()
+    root = tmp_path
+    for segment in segment_files(root):
+        assert segment.stat().st_size == idx_end(root, segment)
+    again = await FileStore.open(root.as_uri())
+    try:
+        assert await again.get_ref("main") == b"head %d" % (PREFILL_AFTER * 8 - 1)
+        assert await again.missing([node(i)[0] for i in range(PREFILL_AFTER * 8)]) == set()
+    finally:
+        await again.aclose()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    sys.path.insert(0, sys.argv[2])
+    from tests.store.test_file_prefill import node
+    from store.file import FileStore
+
+    async def main(url):
+        store = await FileStore.open(url)
+        head = await store.get_ref("main")
+        i = 0 if head is None else int(head.split()[1]) + 1
+        print("ready", flush=True)
+        while True:
+            address, data = node(i)
+            store.stage({address: data})
+            assert await store.cas_ref("main", head, b"head %d" % i)
+            head = b"head %d" % i
+            print(i, flush=True)
+            i += 1
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+def run_and_kill(url: str, acks: int) -> list[int]:
+    """Run WRITER until it has acknowledged ``acks`` commits, then SIGKILL it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, url, str(ROOT)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        return [int(proc.stdout.readline()) for _ in range(acks)]
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("acks", [PREFILL_AFTER + 5, PREFILL_AFTER + 300])
+async def test_sigkill_during_prefilled_commits_loses_no_acknowledged_commit(
+    tmp_path: Path, acks: int
+) -> None:
+    url = (tmp_path / "db").as_uri()
+    for round_ in range(3):
+        seen = await anyio.to_thread.run_sync(run_and_kill, url, acks)
+        store = await FileStore.open(url)
+        try:
+            head = await store.get_ref("main")
+            assert head is not None
+            last = int(head.split()[1])
+            assert last in (seen[-1], seen[-1] + 1), f"round {round_}: {head!r} vs {seen[-1]}"
+            assert await store.missing([node(i)[0] for i in range(last + 1)]) == set()
+        finally:
+            await store.aclose()
