@@ -222,6 +222,7 @@ INLINE_SYNC_SECONDS = 0.001
 PREFILL_AFTER = 16
 PREFILL_CHUNK = 1024 * 1024
 _ZEROS = bytes(64 * 1024)
+_KEPT_REF_FILES = 64  # ref files a store object keeps open (see _Core._load_ref_kept)
 
 _SEGMENT_NAME = re.compile(r"^[0-9a-f]{16}-[0-9]{6}\.seg$")
 
@@ -638,6 +639,8 @@ class _Core:
         # unknown (inf) until the first one
         self.sync_seconds = float("inf")
         self._filler: concurrent.futures.ThreadPoolExecutor | None = None
+        # ref files read by _resolve, kept open: name -> (fd, st_dev, st_ino, decoded)
+        self._ref_files: dict[str, tuple[int, int, int, tuple[str, bytes | None, int]]] = {}
         self._ids = itertools.count(1)
         self._seq = 0
         self._stats_lock = threading.Lock()
@@ -1428,6 +1431,44 @@ class _Core:
             raise StoreError(f"{self._where()}: ref file {path} does not match its name")
         return decoded
 
+    def _load_ref_kept(self, name: str) -> tuple[str, bytes | None, int] | None:
+        """:meth:`_load_ref` of ``name``'s ref file, read again only if the file was
+        replaced since. A ref file is never changed in place (it is written whole under
+        another name, then renamed over), and this object keeps the file it read open, so
+        that file's inode number cannot be reused meanwhile: the path still naming the same
+        device and inode means the same bytes. One ``stat`` instead of open, read, close
+        and decode, on every ``cas_ref`` (callers hold ``_ref_mutex``)."""
+        path = self._ref_path(name)
+        kept = self._ref_files.get(name)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if kept is not None:
+            if st is not None and kept[1] == st.st_dev and kept[2] == st.st_ino:
+                return kept[3]
+            del self._ref_files[name]
+            os.close(kept[0])
+        if st is None:
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return self._load_ref(path, name)  # replaced or deleted just now
+        try:
+            fst = os.fstat(fd)
+            decoded = _decode_ref(_pread_all(fd, fst.st_size, 0))
+            if decoded is None or decoded[0] != name:
+                raise StoreError(f"{self._where()}: ref file {path} is damaged")
+        except BaseException:
+            os.close(fd)
+            raise
+        if len(self._ref_files) >= _KEPT_REF_FILES:
+            oldest = next(iter(self._ref_files))
+            os.close(self._ref_files.pop(oldest)[0])
+        self._ref_files[name] = (fd, fst.st_dev, fst.st_ino, decoded)
+        return decoded
+
     def _lock_refs(self) -> None:
         """Take refs/.lock (reentrant within this object: callers hold _ref_mutex)."""
         if self._ref_lock_depth == 0:
@@ -1458,7 +1499,7 @@ class _Core:
     def _resolve(self, name: str) -> tuple[int, bytes | None]:
         """(version, value) of ``name``: the newer of its ref file and its newest record in
         an unsealed segment; (0, None) for a ref that never existed."""
-        loaded = self._load_ref(self._ref_path(name), name)
+        loaded = self._load_ref_kept(name)
         version, value = (0, None) if loaded is None else (loaded[2], loaded[1])
         logged = self._logged(name)
         if logged is not None and (loaded is None or logged[0] > version):
@@ -1638,6 +1679,9 @@ class _Core:
             if self._filler is not None:
                 self._filler.shutdown(wait=True)
                 self._filler = None
+            for fd, _, _, _ in self._ref_files.values():
+                os.close(fd)
+            self._ref_files.clear()
             if self.lock_fd >= 0:
                 os.close(self.lock_fd)
                 self.lock_fd = -1

@@ -8,6 +8,7 @@ repair of a crashed writer's segment does the same before sealing it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from store.codec import address_of
@@ -120,3 +121,41 @@ async def test_a_crashed_writers_records_survive_its_repair(tmp_path: Path) -> N
         assert again.stats["scanned_bytes"] == 0
     finally:
         await again.aclose()
+
+
+async def test_kept_ref_files_follow_every_replacement(tmp_path: Path) -> None:
+    """A store object keeps the ref files it read open and re-reads one only when its path
+    names another file; ref files replaced many times over (same size, within one clock
+    tick) or deleted are always seen, and closing releases every kept file."""
+    fds_before = open_fds()
+    a = await FileStore.open(tmp_path.as_uri())
+    b = await FileStore.open(tmp_path.as_uri())
+    try:
+        value: bytes | None = None
+        for i in range(60):
+            writer, reader = (a, b) if i % 2 else (b, a)
+            new = b"v%03d" % i  # same length every time
+            assert await writer.cas_ref("main", value, new) is True
+            assert await reader.get_ref("main") == new
+            assert await reader.cas_ref("main", value, b"stale") is False
+            value = new
+        assert await a.cas_ref("main", value, None) is True  # deleted
+        assert await b.get_ref("main") is None
+        assert await b.cas_ref("main", None, b"again") is True
+        assert await a.get_ref("main") == b"again"
+        for i in range(100):  # more names than the object keeps open
+            assert await a.cas_ref(f"r{i}", None, b"x") is True
+        assert await b.list_refs() == {"main": b"again", **{f"r{i}": b"x" for i in range(100)}}
+    finally:
+        await a.aclose()
+        await b.aclose()
+    if fds_before is not None:
+        assert open_fds() == fds_before
+
+
+def open_fds() -> int | None:
+    """How many file descriptors this process has open (None where /proc cannot tell)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
