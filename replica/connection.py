@@ -76,7 +76,9 @@ class _BranchState:
     __slots__ = ("__weakref__", "lock", "raw")
 
     def __init__(self) -> None:
-        self.lock = anyio.Lock()
+        # fast_acquire: an uncontended acquire does not yield to the loop (a transaction
+        # yields in its store write anyway, store/file.py FileStore.cas_ref)
+        self.lock = anyio.Lock(fast_acquire=True)
         self.raw: bytes | None = None
 
 

@@ -1753,8 +1753,10 @@ class FileStore:
         self._core = core
         #: Counters: fsyncs (every fsync/fdatasync issued), batches, nodes_written, ...
         self.stats = core.stats
-        self._mutex = anyio.Lock()  # open/refresh/append/delete/close of the core
-        self._ref_lock = anyio.Lock()  # one cas_ref at a time per object (flock across them)
+        # Uncontended acquires do not yield (fast_acquire): every method holding them
+        # yields in its thread hop, or explicitly (the inline commit of cas_ref)
+        self._mutex = anyio.Lock(fast_acquire=True)  # open/refresh/append/delete/close
+        self._ref_lock = anyio.Lock(fast_acquire=True)  # one cas_ref at a time per object
         self._closed = False
         # Incremented when a refresh starts (under the mutex). A reader that missed after
         # seeing epoch E can skip its own refresh if one with a larger epoch has finished:
