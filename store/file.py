@@ -9,7 +9,8 @@ object refreshes its in-memory index from disk when a read or ``missing`` misses
 Costs, counted in :attr:`FileStore.stats` (``fsyncs`` counts every fsync/fdatasync issued):
 a ``put_many`` is one ``fdatasync`` whatever its size, and one ``pwritev`` per 1024 parts of its
 records (plus one fsync of ``nodes/`` when it starts a new segment, plus two when it first
-seals the previous one); nodes already indexed are skipped, and a batch of nothing new costs
+seals the previous one); nodes already indexed are skipped (unless only another live
+writer's segment holds them: it may not have synced them yet), and a batch of nothing new costs
 nothing. A successful ``cas_ref`` costs two (the temporary file, the directory; one if the
 value is unchanged or deleted), a failed one none. A ``cas_ref`` after
 :meth:`FileStore.stage` (how a transaction commits: its nodes are staged, then the branch ref
@@ -90,7 +91,9 @@ damaged ref file): a StoreError, never a silently missed record.
     commits no metadata). Zeros are no batch (0x00 is no record tag): a scan stops there as at
     any torn tail, and other writers' scans of a live segment read them and find nothing.
     The writer truncates them off before it seals the segment; a crashed writer's zeros stay
-    (its repair counts them as a torn tail; the ``.idx`` records the valid end). Zeros are
+    (its repair counts them as a torn tail; the ``.idx`` records the valid end; a repair
+    fsyncs the segment before writing its ``.idx``, since a writer killed between its write
+    and its fdatasync leaves bytes only the page cache holds). Zeros are
     written only at or after the end of the last batch, and a batch is written there only
     after the zeros that overlap it are: no zero ever overwrites a batch.
 
@@ -603,6 +606,10 @@ class _Writer:
     filled: int = 0
     filling: bool = False  # a fill is scheduled or running
     retired: bool = False  # sealed or closed: a fill must not touch ``fd`` any more
+    # set while a batch is written and recorded: still set afterwards means an exception
+    # (a KeyboardInterrupt on the event loop's thread) left the memory state behind the
+    # file, so it is read back from the file before anything more is written (_reconcile)
+    suspect: bool = False
     fill_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -871,6 +878,9 @@ class _Core:
         """Bring the index up to date with every segment on disk (``listing``: the
         directory's, if the caller has just listed it)."""
         self._count("refreshes")
+        w = self.writer
+        if w is not None and w.suspect and not w.broken:
+            self._reconcile(w)  # our own last batch first (see _Writer.suspect)
         names, idxs = self._listing() if listing is None else listing
         own = self.writer.seg.name if self.writer is not None else None
         vanished = [n for n in self.segments if n not in names and n != own]
@@ -936,6 +946,9 @@ class _Core:
             # Nobody writes this segment any more (its writer closed or died).
             sealed = self._read_idx(seg.name)
             if sealed is None:
+                # a writer killed between its write and its fdatasync left bytes that only
+                # the page cache holds: make them durable before an .idx vouches for them
+                self._sync_fd_now(fd)
                 entries, refs, end = self._scan(fd, 0)
                 if os.fstat(fd).st_size > end:
                     self._count("torn_tails")  # bytes after the last valid batch: ignored
@@ -1076,8 +1089,14 @@ class _Core:
         present = self._present(addresses)
         return [a for a in addresses if a not in present]
 
-    def _present(self, addresses: Iterable[bytes]) -> set[bytes]:
+    def _present(self, addresses: Iterable[bytes], synced_only: bool = False) -> set[bytes]:
+        """Those of ``addresses`` an indexed record holds (confirmed by its header). With
+        ``synced_only`` (what a write may skip), records in another live writer's segment
+        do not count: this process may see them in the page cache before their writer's
+        fdatasync returns, and a commit of ours must not name nodes a power loss can take."""
         out: set[bytes] = set()
+        segments = self.segments
+        own = self.writer.seg.name if self.writer is not None else None
         fds: dict[str, int | None] = {}
         memo: dict[str, dict[int, bytes]] = {}
         head = _NODE_HEAD.size
@@ -1094,6 +1113,10 @@ class _Core:
                 if not t:
                     continue
                 for name, offset in self.locate(address):
+                    if synced_only and name != own:
+                        seg = segments.get(name) if name is not None else None
+                        if seg is None or not seg.sealed:
+                            continue
                     fd = self._open_segment(fds, name)
                     if fd is None or name is None:
                         continue
@@ -1195,7 +1218,7 @@ class _Core:
         taken = dict(self.staged)
         if taken:
             nodes = {**taken, **nodes}
-        present = self._present(nodes)
+        present = self._present(nodes, synced_only=True)
         new = [(a, d) for a, d in nodes.items() if a not in present]
         if not new and not refs:
             self._unstage(taken)
@@ -1205,7 +1228,7 @@ class _Core:
                 raise StoreError(f"node {address.hex()} is larger than {MAX_NODE_SIZE} bytes")
         w = self.writer
         if w is not None and (
-            w.broken or w.end >= self.segment_size or w.count >= self.segment_records
+            w.broken or w.suspect or w.end >= self.segment_size or w.count >= self.segment_records
         ):
             self.seal_own()
             w = None
@@ -1216,6 +1239,7 @@ class _Core:
         if not w.end:
             parts.insert(0, SEGMENT_MAGIC_2)
             size += len(SEGMENT_MAGIC_2)
+        w.suspect = True
         try:
             if w.end + size <= w.filled:
                 self._write_synced(w, parts)
@@ -1226,19 +1250,21 @@ class _Core:
         except OSError as exc:
             # Whatever reached the file after w.end is not acknowledged; never append after it.
             w.broken = True
+            w.suspect = False
             raise StoreError(f"{self._where()}: cannot write nodes: {exc}") from exc
         w.end += size
-        w.batches += 1
-        self._maybe_prefill(w)
         w.idx += _pack_entries(entries)
         w.count += len(entries)
         self._add_entries(w.seg, entries)
         self._unstage(taken)
         if refs:
             self._note_refs(w.seg.name, [(ref, False) for ref in refs])
+        w.suspect = False
+        w.batches += 1
         self._count("batches")
         self._count("nodes_written", len(entries))
         self._count("bytes_written", size)
+        self._maybe_prefill(w)
 
     def _write_synced(self, w: _Writer, parts: Sequence[bytes | bytearray]) -> None:
         _pwritev_all(w.fd, parts, w.end)
@@ -1258,12 +1284,16 @@ class _Core:
         chunk = self._prefill_chunk()
         if w.filled - w.end >= chunk // 2 or max(w.filled, w.end) >= self.segment_size:
             return
-        if self._filler is None:
-            self._filler = concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix="replica-prefill"
-            )
         w.filling = True
-        self._filler.submit(self._prefill, w, chunk)
+        try:
+            if self._filler is None:
+                self._filler = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="replica-prefill"
+                )
+            self._filler.submit(self._prefill, w, chunk)
+        except Exception:  # no thread to be had (a limit, shutdown): only no more zeros
+            w.filling = False
+            w.batches = -(1 << 62)
 
     def _prefill(self, w: _Writer, chunk: int) -> None:
         """Write zeros after ``w.filled`` (up to ``chunk`` bytes, not past segment_size) and
@@ -1287,10 +1317,25 @@ class _Core:
             finally:
                 w.filling = False
 
+    def _reconcile(self, w: _Writer) -> None:
+        """Read back ``w``'s segment after an interrupted batch (``w.suspect``): the batch
+        may be durable, and other processes may have read its ref record, so it must be
+        indexed (and sealed) like every batch before it, as a crash repair would."""
+        entries, refs, end = self._scan(w.fd, 0)
+        self._add_entries(w.seg, [e for e in entries if e[1] >= w.end])
+        w.idx = bytearray(_pack_entries(entries))
+        w.count = len(entries)
+        w.end = end
+        if refs:
+            self._note_refs(w.seg.name, refs)
+        w.suspect = False
+
     def _retire(self, w: _Writer) -> None:
         """Stop fills of ``w`` (waiting for one that runs) and cut its zeros off the file."""
         with w.fill_lock:
             w.retired = True
+            if w.suspect:
+                return  # its end is not known here: zeros after it are harmless anyway
             if w.filled > w.end and not w.broken:
                 try:
                     os.ftruncate(w.fd, w.end)
@@ -1323,6 +1368,8 @@ class _Core:
             return
         self.writer = None
         try:
+            if w.suspect:
+                self._reconcile(w)
             self._retire(w)
             if w.seg.name in self.seg_refs:  # its ref records go to the ref files first
                 self._checkpoint(w.seg.name)
@@ -1582,7 +1629,8 @@ class _Core:
             or not self.sync_seconds < INLINE_SYNC_SECONDS
             or w is None
             or w.broken
-            or (w.filling and reach > w.filled)  # would wait for the fill writing there
+            or w.suspect
+            or w.filling  # its fdatasync would wait for the fill's (~1 MiB, metadata)
             or reach >= self.segment_size
             or w.count + len(staged) >= self.segment_records
             or any(not seg.sealed and seg.name != w.seg.name for seg in self.segments.values())
@@ -1957,7 +2005,9 @@ class FileStore:
             # would wait for a lock, goes to a worker thread as before.
             done = self._core.quick_cas_ref(name, expected, new)
             if done is not None:
-                await anyio.lowlevel.checkpoint()
+                # yield, but never raise a cancellation now: the commit is durable, and its
+                # caller must learn so (as from the shielded worker path)
+                await anyio.lowlevel.cancel_shielded_checkpoint()
                 return done
             return await _offload_shielded(self._where, self._core.cas_ref, name, expected, new)
 

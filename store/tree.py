@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import decimal
 import functools
+import hashlib
 from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from itertools import islice
@@ -73,7 +74,9 @@ _QUICK_SPAN = 128
 # The survival table of the default TreeConfig, computed once by survival_table_bytes() and
 # shipped (tests/store/test_chunker_table.py recomputes it): a process's first edits would
 # otherwise spend ~15 us of decimal arithmetic on every node size they meet for the first time
-_SHIPPED = {(4096, 16384): "survival-4096-16384.bin"}
+_SHIPPED = {
+    (4096, 16384): ("survival-4096-16384.bin", "fb625b27d5d6bdd4ce9a619e8c9a31ba4e980eb6810514a354b20ebe6c6ef2c4"),
+}
 
 
 class _Survival(dict[int, int]):
@@ -152,14 +155,19 @@ def survival_table_bytes(target: int, max_size: int) -> bytes:
 @functools.lru_cache(maxsize=16)
 def _survival_table(target: int, max_size: int) -> _Survival:
     """The survival table of one configuration (shared, filled as sizes are used)."""
-    name = _SHIPPED.get((target, max_size))
-    shipped = None
-    if name is not None:
-        try:
-            shipped = (Path(__file__).parent / name).read_bytes()
-        except OSError:  # not installed with the package: computed as needed
-            shipped = None
-    return _Survival(target, max_size, shipped)
+    known = _SHIPPED.get((target, max_size))
+    return _Survival(target, max_size, None if known is None else _shipped_table(*known))
+
+
+def _shipped_table(name: str, sha256: str, directory: Path | None = None) -> bytes | None:
+    """The bytes of a shipped table if they are the ones recorded (None: absent, e.g. not
+    installed with the package, or damaged; the table is then computed as needed: a wrong
+    table would cut trees differently from every other peer)."""
+    try:
+        data = ((directory or Path(__file__).parent) / name).read_bytes()
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
 
 
 class _Level:

@@ -41,6 +41,16 @@ def test_default_config_reads_the_shipped_table() -> None:
     assert table[0] == 1 << 96
 
 
+def test_a_damaged_or_absent_shipped_table_is_not_used(tmp_path: Path) -> None:
+    name, sha256 = tree_mod._SHIPPED[(4096, 16384)]
+    assert tree_mod._shipped_table(name, sha256) == SHIPPED.read_bytes()
+    damaged = bytearray(SHIPPED.read_bytes())
+    damaged[4096 * 13 + 5] ^= 1
+    (tmp_path / name).write_bytes(bytes(damaged))
+    assert tree_mod._shipped_table(name, sha256, tmp_path) is None
+    assert tree_mod._shipped_table("absent.bin", sha256, tmp_path) is None
+
+
 def test_other_configs_compute_their_table() -> None:
     table = _survival_table(64, 256)
     assert table._shipped is None

@@ -155,3 +155,91 @@ async def test_staging_checks_addresses_unless_verified(tmp_path: Path) -> None:
         assert await store.missing([node(2)[0]]) == set()
     finally:
         await store.aclose()
+
+
+async def test_a_cancellation_during_an_inline_commit_does_not_hide_it(tmp_path: Path) -> None:
+    """The inline commit is durable when it returns; a cancellation that arrives meanwhile
+    (a deadline that expires during the fdatasync) takes effect after the call returns, as
+    on the shielded worker path, so the caller learns that it committed."""
+    store = await opened(tmp_path)
+    core = store._core
+    quick = core.quick_cas_ref
+    try:
+        with anyio.CancelScope() as scope:
+
+            def quick_then_cancelled(*args: object) -> bool | None:
+                done = quick(*args)  # type: ignore[arg-type]
+                scope.cancel()  # as if a deadline had expired during the write
+                return done
+
+            core.quick_cas_ref = quick_then_cancelled  # type: ignore[method-assign]
+            result = await commit(store, 1)
+        assert result is True  # returned, not cancelled
+        assert scope.cancelled_caught is False
+        core.quick_cas_ref = quick  # type: ignore[method-assign]
+        assert store.stats["cas_inline"] == 1
+        assert await store.get_ref("main") == b"head 1"
+    finally:
+        await store.aclose()
+
+
+async def test_an_interrupt_after_the_write_loses_no_commit(tmp_path: Path) -> None:
+    """A KeyboardInterrupt on the loop's thread after a commit's fdatasync but before this
+    object recorded the batch: the batch is durable (other processes may act on its ref
+    record), so the writer reads its segment back before it reads a ref or writes again,
+    and nothing is written over it or sealed without it."""
+    store = await opened(tmp_path)
+    core = store._core
+    add_entries = core._add_entries
+    try:
+        assert await commit(store, 1)
+
+        def interrupted(*args: object) -> None:
+            raise KeyboardInterrupt
+
+        core._add_entries = interrupted  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            await commit(store, 2)
+        core._add_entries = add_entries  # type: ignore[method-assign]
+        other = await FileStore.open(tmp_path.as_uri())
+        try:
+            assert await other.get_ref("main") == b"head 2"  # durable, and seen
+        finally:
+            await other.aclose()
+        assert await commit(store, 3)  # after commit 2, read back first, not over it
+        assert store._core.writer is not None and not store._core.writer.suspect
+    finally:
+        await store.aclose()
+    again = await FileStore.open(tmp_path.as_uri())
+    try:
+        assert await again.get_ref("main") == b"head 3"
+        assert await again.missing([node(i)[0] for i in (1, 2, 3)]) == set()
+    finally:
+        await again.aclose()
+
+
+async def test_nodes_in_another_live_writers_segment_are_written_again(tmp_path: Path) -> None:
+    """A commit does not skip a node because another live writer's segment holds it: that
+    writer may not have synced it yet (this process can read it from the page cache)."""
+    a = await opened(tmp_path)
+    b = await FileStore.open(tmp_path.as_uri())
+    try:
+        address, data = node(7)
+        await b.put_many({address: data})  # in b's unsealed segment
+        assert await a.missing([address]) == set()  # readable here
+        before = a.stats["nodes_written"]
+        a.stage({address: data})
+        assert await a.cas_ref("main", None, b"x")
+        assert a.stats["nodes_written"] - before == 1  # written by a too
+        await b.aclose()  # b's segment is sealed now: a copy there counts
+        address2, data2 = node(8)
+        b2 = await FileStore.open(tmp_path.as_uri())
+        await b2.put_many({address2: data2})
+        await b2.aclose()
+        await a.get_ref("main")  # a refresh: b2's sealed segment is indexed
+        before = a.stats["nodes_written"]
+        a.stage({address2: data2})
+        assert await a.cas_ref("main", b"x", b"y")
+        assert a.stats["nodes_written"] == before  # skipped: durable elsewhere
+    finally:
+        await a.aclose()
