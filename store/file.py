@@ -225,6 +225,7 @@ INLINE_SYNC_SECONDS = 0.001
 PREFILL_AFTER = 16
 PREFILL_CHUNK = 1024 * 1024
 _ZEROS = bytes(64 * 1024)
+_SCAN_PIECE = 64 * 1024  # a scan reads a segment's new bytes in pieces from this size up
 _KEPT_REF_FILES = 64  # ref files a store object keeps open (see _Core._load_ref_kept)
 
 _SEGMENT_NAME = re.compile(r"^[0-9a-f]{16}-[0-9]{6}\.seg$")
@@ -986,12 +987,32 @@ class _Core:
                     raise StoreError(f"{self._where()}: a segment has a newer format: {head!r}")
                 return [], [], 0  # a torn header: nothing valid follows it
             start = len(SEGMENT_MAGIC)
-        if size <= start:
-            return [], [], start
-        buf = _pread_all(fd, size - start, start)
-        entries, refs, used = _parse_batches(memoryview(buf), start)
-        self._count("scanned_bytes", len(buf))
-        return entries, refs, start + used
+        entries: list[Entry] = []
+        refs: list[tuple[RefRecord, bool]] = []
+        pos = start
+        piece = _SCAN_PIECE
+        while pos < size:
+            want = min(piece, size - pos)
+            buf = _pread_all(fd, want, pos)
+            self._count("scanned_bytes", len(buf))
+            got, got_refs, used = _parse_batches(memoryview(buf), pos)
+            entries += got
+            refs += got_refs
+            if len(buf) < want or want == size - pos:
+                pos += used
+                break  # read to the end of the file (it may have been cut short meanwhile)
+            pos += used
+            if used == len(buf):
+                piece *= 2  # all valid: on with the rest
+            elif buf[used] == 0:
+                # no record starts with 0x00: the zeros a live writer writes ahead, or a
+                # zero-filled torn tail. A read of the whole rest would stop here too.
+                break
+            else:
+                # a batch cut by the end of this piece, or damage whose verdict depends on
+                # the batch after it: the rest in one read, as one buffer
+                piece = size - pos
+        return entries, refs, pos
 
     def _load_idx(self, segment: str) -> memoryview | None:
         """The entries of the segment's .idx (``count * 45`` bytes), None if it is absent or
