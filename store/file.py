@@ -1537,11 +1537,16 @@ class _Core:
         self._ref_files[name] = (fd, fst.st_dev, fst.st_ino, decoded)
         return decoded
 
-    def _lock_refs(self) -> None:
-        """Take refs/.lock (reentrant within this object: callers hold _ref_mutex)."""
+    def _lock_refs(self, wait: bool = True) -> bool:
+        """Take refs/.lock (reentrant within this object: callers hold _ref_mutex); without
+        ``wait``, False instead of waiting for another holder."""
         if self._ref_lock_depth == 0:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
         self._ref_lock_depth += 1
+        return True
 
     def _unlock_refs(self) -> None:
         self._ref_lock_depth -= 1
@@ -1660,12 +1665,8 @@ class _Core:
         if not self._ref_mutex.acquire(blocking=False):
             return None
         try:
-            if self._ref_lock_depth == 0:
-                try:
-                    fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return None
-            self._ref_lock_depth += 1
+            if not self._lock_refs(wait=False):
+                return None
             try:
                 listing = self._listing()
                 if not self._listing_is_known(listing[0]):
