@@ -88,7 +88,8 @@ damaged ref file): a StoreError, never a silently missed record.
     A busy writer (PREFILL_AFTER batches) also writes *zeros* ahead of its last batch, up to
     PREFILL_CHUNK bytes at a time and never past ``segment_size``, and syncs them, so that
     its next batches overwrite existing bytes instead of growing the file (an fdatasync that
-    commits no metadata). Zeros are no batch (0x00 is no record tag): a scan stops there as at
+    commits no metadata; ``stats["prefill_bytes"]`` counts the zeros, ``stats["fsyncs"]``
+    their fdatasyncs). Zeros are no batch (0x00 is no record tag): a scan stops there as at
     any torn tail, and other writers' scans of a live segment read them and find nothing.
     The writer truncates them off before it seals the segment; a crashed writer's zeros stay
     (its repair counts them as a torn tail; the ``.idx`` records the valid end; a repair
