@@ -1013,7 +1013,9 @@ async def _frontiers(
                 fa = [x for x in fa if x not in common]
                 fb = [x for x in fb if x not in common]
                 ka = kb = None
-        if b_nodes is not None:
+        if b_nodes is not None and lb >= la:
+            # (not while b is the shorter: a node of b's level may still turn up in a
+            # once a has descended to it; a node only ever occurs at one level)
             b_nodes.update(fb)
         if not fb and (not leaves or not fa):
             return fa, fb

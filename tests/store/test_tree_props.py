@@ -487,6 +487,9 @@ def test_reads_match_the_model(seed: int, n: int, qs: list[Query]) -> None:
 )
 @example(seed=3, n=300, change=("edit", [(KEYS[7], b"new")]), other_n=0, same_store=True)
 @example(seed=3, n=300, change=("other", 4), other_n=300, same_store=False)
+# a one-leaf tree whose leaf is a leaf of the taller edited tree: new_nodes(taller, shorter)
+# once listed it (it added the shorter side's nodes before the taller side reached their level)
+@example(seed=0, n=1, change=("range", 0, 1, b"\x00" * 100), other_n=0, same_store=False)
 def test_diff_and_new_nodes_match_the_model(
     seed: int, n: int, change: tuple[str, Any], other_n: int, same_store: bool
 ) -> None:
