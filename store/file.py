@@ -890,7 +890,7 @@ class _Core:
         if w is not None and w.suspect and not w.broken:
             self._reconcile(w)  # our own last batch first (see _Writer.suspect)
         names, idxs = self._listing() if listing is None else listing
-        own = self.writer.seg.name if self.writer is not None else None
+        own = w.seg.name if w is not None else None
         vanished = [n for n in self.segments if n not in names and n != own]
         if vanished:
             # Another process ran GC: forget those segments and rebuild the index.
@@ -1499,6 +1499,11 @@ class _Core:
             raw = _read_file(path)
         except FileNotFoundError:
             return None
+        return self._ref_of(raw, path, name)
+
+    def _ref_of(self, raw: bytes, path: str, name: str | None) -> tuple[str, bytes | None, int]:
+        """The decoded ref file ``path`` (bytes ``raw``), of ref ``name`` if given, else of
+        the name its file name says; StoreError if it is neither."""
         decoded = _decode_ref(raw)
         if decoded is None or (name is not None and decoded[0] != name):
             raise StoreError(f"{self._where()}: ref file {path} is damaged")
@@ -1532,9 +1537,7 @@ class _Core:
             return self._load_ref(path, name)  # replaced or deleted just now
         try:
             fst = os.fstat(fd)
-            decoded = _decode_ref(_pread_all(fd, fst.st_size, 0))
-            if decoded is None or decoded[0] != name:
-                raise StoreError(f"{self._where()}: ref file {path} is damaged")
+            decoded = self._ref_of(_pread_all(fd, fst.st_size, 0), path, name)
         except BaseException:
             os.close(fd)
             raise
