@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck pytest bench bench-query clean
 
-$(STAMP): pyproject.toml
+# setup.py builds the optional C extension store/_speedups.c (in place, with the editable install)
+$(STAMP): pyproject.toml setup.py store/_speedups.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -45,4 +46,4 @@ bench-sync: $(STAMP)
 	$(PY) bench/sync_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build store/_speedups.*.so

@@ -27,6 +27,7 @@ from typing import Any
 from store.base import NodeStore
 from store.codec import ADDRESS_LENGTH, ADDRESS_PREFIX, address_of, decode, encode_trusted
 from store.errors import CodecError, CorruptNode, TreeError
+from store.speedups import native
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +68,25 @@ class Node:
         return self.level == 0
 
 
+def encode_leaf(keys: list[bytes], values: list[bytes]) -> bytes:
+    """The canonical bytes of a leaf (the definition; store/_speedups.c has a C twin)."""
+    return encode_trusted([0, keys, values])
+
+
+def encode_internal(
+    level: int, keys: list[bytes], children: list[bytes], counts: list[int]
+) -> bytes:
+    """The canonical bytes of an internal node (store/_speedups.c has a C twin)."""
+    return encode_trusted([level, keys, children, counts])
+
+
+_encode_leaf = encode_leaf if native is None else native.encode_leaf
+_encode_internal = encode_internal if native is None else native.encode_internal
+
+
 def make_leaf(keys: list[bytes], values: list[bytes]) -> tuple[Node, bytes]:
     """Build a leaf node and its canonical bytes."""
-    data = encode_trusted([0, keys, values])
+    data = _encode_leaf(keys, values)
     node = Node()
     node.level = 0
     node.keys = keys
@@ -86,7 +103,7 @@ def make_internal(
     level: int, keys: list[bytes], children: list[bytes], counts: list[int]
 ) -> tuple[Node, bytes]:
     """Build an internal node and its canonical bytes."""
-    data = encode_trusted([level, keys, children, counts])
+    data = _encode_internal(level, keys, children, counts)
     node = Node()
     node.level = level
     node.keys = keys

@@ -49,6 +49,7 @@ import xxhash
 
 from store.errors import NodeNotFound, TreeError
 from store.nodes import Node, Nodes, TreeConfig, make_internal, make_leaf
+from store.speedups import native as _native
 
 __all__ = ["Tree", "TreeConfig", "diff", "new_nodes"]
 
@@ -97,6 +98,14 @@ class _Survival(dict[int, int]):
         ok = shipped is not None and len(shipped) == (max_size + 1) * _SURVIVAL_BYTES
         self._shipped = shipped if ok else None
         self.quick = _Quick(self)
+        # the C chunker (store/_speedups.c) reads S and Q from these tables as it needs them
+        self.native: Any = (
+            None
+            if _native is None
+            else _native.Chunker(
+                self, self.quick, max_size, _QUICK_SPAN, _hash, _LEAF_ENTRY, _INTERNAL_ENTRY
+            )
+        )
 
     def compute(self, size: int) -> int:
         """``S[size]`` from its definition."""
@@ -816,6 +825,7 @@ class Tree:
         config = nodes.config
         mn, mx = config.min_size, config.max_size
         surv = _survival_table(config.target, mx)
+        chunker = surv.native
         leaf = level == 0
         parent: dict[bytes, Any] = {}
         top: list[Ref] | None = None
@@ -888,7 +898,14 @@ class Tree:
                         else:
                             size += _INTERNAL_ENTRY * start
                             count = start
-                if leaf:
+                if chunker is not None:  # the C twins of _cut_leaf/_cut_internal
+                    if leaf:
+                        cuts, size = chunker.cut_leaf(wk, wv, start, size, mn, mx)
+                    else:
+                        cuts, size, count = chunker.cut_internal(
+                            wk, start, size, count, level, mn, mx
+                        )
+                elif leaf:
                     cuts, size = _cut_leaf(wk, wv, start, size, mn, mx, surv)
                 else:
                     cuts, size, count = _cut_internal(wk, start, size, count, level, mn, mx, surv)

@@ -1,0 +1,919 @@
+"""The optional C extension (store/_speedups.c) returns exactly what its Python twins return.
+
+The Python functions are the definition: ``store.nodes.encode_leaf``/``encode_internal``
+(canonical CBOR as cbor2 writes it) and ``store.tree._cut_leaf``/``_cut_internal`` (the
+chunker's integer split test over the survival tables). Here: the extension is built and
+wired in; the encoders agree with cbor2 at every CBOR head boundary and reject bad input with
+Python exceptions; the C chunker agrees with the Python one on the real tables, and at the
+exact boundary of its 192-bit test on fake tables (checked against the expected decision
+computed here too); table and hash errors surface as exceptions; whole trees built and edited
+with and without the extension (in subprocesses) have the same roots.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import cbor2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import store.nodes as nodes_mod
+import store.speedups
+import store.tree as tree_mod
+from store.nodes import TreeConfig
+from store.tree import (
+    _INTERNAL_ENTRY,
+    _LEAF_ENTRY,
+    _QUICK_SPAN,
+    _cut_internal,
+    _cut_leaf,
+    _Survival,
+    _survival_table,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+# REPLICA_PURE_PYTHON=1 asks for the Python versions only: nothing native to compare then.
+# Without that variable a missing extension is a failure (test_the_extension_is_built), not a
+# skip: the install builds it wherever there is a C compiler.
+needs_native = pytest.mark.skipif(
+    bool(os.environ.get("REPLICA_PURE_PYTHON")), reason="REPLICA_PURE_PYTHON is set"
+)
+
+
+def _native() -> Any:
+    native = store.speedups.native
+    assert native is not None, "store/_speedups.c is not built (pip install -e . builds it)"
+    return native
+
+
+DEFAULT = TreeConfig()
+CONFIGS = [
+    DEFAULT,
+    TreeConfig(target=64, min_size=16, max_size=256),
+    TreeConfig(target=256, min_size=32, max_size=1024),
+    TreeConfig(target=300, min_size=100, max_size=1000),
+]
+
+
+# -- 1. built and wired in -----------------------------------------------------------------
+
+
+@needs_native
+def test_the_extension_is_built_and_used() -> None:
+    native = _native()
+    assert store.speedups.native is not None
+    table = _survival_table(DEFAULT.target, DEFAULT.max_size)
+    assert isinstance(table.native, native.Chunker)
+    assert isinstance(_Survival(64, 256).native, native.Chunker)
+    # make_leaf/make_internal encode with the C twins
+    assert nodes_mod._encode_leaf is native.encode_leaf
+    assert nodes_mod._encode_internal is native.encode_internal
+
+
+# -- 2. node encoding ----------------------------------------------------------------------
+
+# byte string and array lengths where the CBOR head grows (1, 2, 3, 5 bytes)
+BYTE_LENGTHS = [0, 1, 23, 24, 255, 256, 65535, 65536]
+LIST_LENGTHS = [0, 1, 23, 24, 255, 256, 300]
+COUNTS = [0, 1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1]
+
+
+@st.composite
+def _seeded_byte_lists(draw: st.DrawFn) -> list[bytes]:
+    """Up to 300 byte strings, mostly short, with a few of the boundary lengths placed in."""
+    n = draw(st.one_of(st.sampled_from(LIST_LENGTHS), st.integers(0, 300)))
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    items = [
+        rng.randbytes(rng.randint(0, 30) if rng.random() < 0.9 else rng.randint(0, 600))
+        for _ in range(n)
+    ]
+    if n:
+        placed = draw(
+            st.lists(st.tuples(st.integers(0, n - 1), st.sampled_from(BYTE_LENGTHS)), max_size=3)
+        )
+        for pos, length in placed:
+            items[pos] = rng.randbytes(length)
+    return items
+
+
+byte_lists = st.one_of(st.lists(st.binary(max_size=40), max_size=30), _seeded_byte_lists())
+
+
+@st.composite
+def count_lists(draw: st.DrawFn) -> list[int]:
+    n = draw(st.one_of(st.sampled_from(LIST_LENGTHS), st.integers(0, 300)))
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    return [
+        rng.choice(COUNTS)
+        if rng.random() < 0.5
+        else rng.getrandbits(rng.choice([5, 8, 16, 33, 64]))
+        for _ in range(n)
+    ]
+
+
+@needs_native
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(keys=byte_lists, values=byte_lists)
+def test_encode_leaf_equals_python_and_cbor2(keys: list[bytes], values: list[bytes]) -> None:
+    expected = cbor2.dumps([0, keys, values], canonical=True)
+    assert nodes_mod.encode_leaf(keys, values) == expected
+    assert _native().encode_leaf(keys, values) == expected
+
+
+@needs_native
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    level=st.integers(1, 64),
+    keys=byte_lists,
+    children=byte_lists,
+    counts=st.one_of(st.lists(st.sampled_from(COUNTS), max_size=30), count_lists()),
+)
+def test_encode_internal_equals_python_and_cbor2(
+    level: int, keys: list[bytes], children: list[bytes], counts: list[int]
+) -> None:
+    expected = cbor2.dumps([level, keys, children, counts], canonical=True)
+    assert nodes_mod.encode_internal(level, keys, children, counts) == expected
+    assert _native().encode_internal(level, keys, children, counts) == expected
+
+
+@needs_native
+@pytest.mark.parametrize("length", BYTE_LENGTHS)
+@pytest.mark.parametrize("n", LIST_LENGTHS)
+def test_encoding_at_every_head_boundary(length: int, n: int) -> None:
+    """Every boundary byte length and list length, and every boundary count, for sure."""
+    native = _native()
+    one = bytes(range(256)) * (length // 256) + bytes(range(length % 256))
+    keys = [b"%d" % i for i in range(n)]
+    if n:
+        keys[n // 2] = one
+    vals = [one] * min(n, 2) + [b""] * (n - min(n, 2))
+    counts = [COUNTS[i % len(COUNTS)] for i in range(n)]
+    assert native.encode_leaf(keys, vals) == cbor2.dumps([0, keys, vals], canonical=True)
+    for level in (1, 23, 24, 64, 255, 256, 65536, 2**32, 2**64 - 1):
+        assert native.encode_internal(level, keys, vals, counts) == cbor2.dumps(
+            [level, keys, vals, counts], canonical=True
+        )
+
+
+@needs_native
+def test_encoding_heads_are_the_canonical_bytes() -> None:
+    """Spelled out, in case cbor2 itself ever changed: the shortest head for each length."""
+    native = _native()
+    assert native.encode_leaf([], []) == bytes.fromhex("83008080")
+    x = b"x"
+    # [0, [bytes], []]: the empty values array 0x80 last
+    assert native.encode_leaf([x * 23], []) == bytes.fromhex("83008157") + x * 23 + b"\x80"
+    assert native.encode_leaf([x * 24], []) == bytes.fromhex("8300815818") + x * 24 + b"\x80"
+    assert native.encode_leaf([], [x * 256]) == bytes.fromhex("830080815901") + b"\0" + x * 256
+    assert native.encode_leaf([], [x * 65536]) == (bytes.fromhex("830080815a00010000") + x * 65536)
+    assert native.encode_internal(1, [], [], [2**32]) == bytes.fromhex(
+        "84018080811b0000000100000000"
+    )
+    assert native.encode_internal(24, [], [], [23, 24]) == bytes.fromhex("841818808082171818")
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        (([b"a", "b"], [b"", b""]), "keys[1]"),
+        (([b"a"], [None]), "values[0]"),
+        (([bytearray(b"a")], [b""]), "keys[0]"),
+        (([b"a"], [b"", 7]), "values[1]"),
+        ((5, []), None),
+        (([], None), None),
+        ((), None),
+        (([],), None),
+        (([], [], []), None),
+    ],
+)
+def test_encode_leaf_rejects_bad_input(args: tuple[Any, ...], where: str | None) -> None:
+    with pytest.raises(TypeError) as caught:
+        _native().encode_leaf(*args)
+    if where is not None:
+        assert where in str(caught.value)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("args", "error", "where"),
+    [
+        ((1, [b"a"], [b"c"], [-1]), OverflowError, None),
+        ((1, [b"a"], [b"c"], [2**64]), OverflowError, None),
+        ((1, [b"a", b"b"], [b"c", b"d"], [3, 2**70]), OverflowError, None),
+        ((1, [b"a"], [b"c"], ["1"]), TypeError, "counts[0]"),
+        ((1, [b"a"], [b"c"], [1.0]), TypeError, "counts[0]"),
+        ((1, [b"a"], [b"c"], [None]), TypeError, "counts[0]"),
+        ((1, [b"a"], ["c"], [1]), TypeError, "children[0]"),
+        ((1, [b"a", 2], [b"c"], [1]), TypeError, "keys[1]"),
+        (("1", [b"a"], [b"c"], [1]), TypeError, None),
+        ((None, [], [], []), TypeError, None),
+        ((-1, [], [], []), OverflowError, None),
+        ((2**64, [], [], []), OverflowError, None),
+        ((1, 5, [], []), TypeError, None),
+        ((1, [], [], None), TypeError, None),
+        ((), TypeError, None),
+        ((1, [], []), TypeError, None),
+        ((1, [], [], [], []), TypeError, None),
+    ],
+)
+def test_encode_internal_rejects_bad_input(
+    args: tuple[Any, ...], error: type[Exception], where: str | None
+) -> None:
+    with pytest.raises(error) as caught:
+        _native().encode_internal(*args)
+    if where is not None:
+        assert where in str(caught.value)
+
+
+# -- 3. the chunker on the real tables -----------------------------------------------------
+
+
+@st.composite
+def entries(draw: st.DrawFn) -> tuple[list[bytes], list[bytes]]:
+    """Random keys and values (so random hashes): entry sizes on both sides of _QUICK_SPAN,
+    some longer than a whole node. Keys need not be sorted for the chunker."""
+    n = draw(st.integers(0, 500))
+    rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    kmax = draw(st.sampled_from([0, 8, 40, 150, 400, 2000]))
+    vmax = draw(st.sampled_from([0, 10, 100, 300]))
+    keys = [rng.randbytes(rng.randint(0, kmax)) for _ in range(n)]
+    vals = [rng.randbytes(rng.randint(0, vmax)) for _ in range(n)]
+    return keys, vals
+
+
+def _table(config: TreeConfig, fresh: bool) -> _Survival:
+    if not fresh:
+        return _survival_table(config.target, config.max_size)
+    # filled lazily as the C chunker asks (it runs first below): computed, or unpacked from
+    # the shipped bytes for the default configuration
+    known = tree_mod._SHIPPED.get((config.target, config.max_size))
+    shipped = None if known is None else tree_mod._shipped_table(*known)
+    return _Survival(config.target, config.max_size, shipped)
+
+
+@needs_native
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    config=st.sampled_from(CONFIGS),
+    fresh=st.booleans(),
+    kv=entries(),
+    data=st.data(),
+)
+def test_cut_leaf_equals_python(
+    config: TreeConfig, fresh: bool, kv: tuple[list[bytes], list[bytes]], data: st.DataObject
+) -> None:
+    keys, vals = kv
+    start = data.draw(st.integers(0, len(keys) + 2), label="start")
+    size = data.draw(st.one_of(st.just(0), st.integers(0, config.max_size - 1)), label="size")
+    mn, mx = config.min_size, config.max_size
+    surv = _table(config, fresh)
+    got = surv.native.cut_leaf(keys, vals, start, size, mn, mx)
+    assert got == _cut_leaf(keys, vals, start, size, mn, mx, surv)
+
+
+@needs_native
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    config=st.sampled_from(CONFIGS),
+    fresh=st.booleans(),
+    kv=entries(),
+    level=st.integers(1, 5),
+    count=st.integers(0, 3),
+    data=st.data(),
+)
+def test_cut_internal_equals_python(
+    config: TreeConfig,
+    fresh: bool,
+    kv: tuple[list[bytes], list[bytes]],
+    level: int,
+    count: int,
+    data: st.DataObject,
+) -> None:
+    keys, _ = kv
+    start = data.draw(st.integers(0, len(keys) + 2), label="start")
+    size = data.draw(st.one_of(st.just(0), st.integers(0, config.max_size - 1)), label="size")
+    mn, mx = config.min_size, config.max_size
+    surv = _table(config, fresh)
+    got = surv.native.cut_internal(keys, start, size, count, level, mn, mx)
+    assert got == _cut_internal(keys, start, size, count, level, mn, mx, surv)
+
+
+# -- 4. the exact boundary of the split test, on fake tables -------------------------------
+
+TABLE_MAX = 1000  # the fake tables' max_size
+S0 = 300  # node size before the entry, in every single-entry case
+TOP = 2**64 - 1  # the largest hash
+
+
+class FakeTable(dict[int, int]):
+    """S for the Python chunker: a dict, with the Q table as ``.quick`` (as _Survival has)."""
+
+    def __init__(self, s: Mapping[int, int], q: Mapping[int, int]) -> None:
+        super().__init__(s)
+        self.quick = dict(q)
+
+
+def _fake_hash(value: int | Callable[[bytes], int], calls: list[tuple[bytes, int]]) -> Any:
+    def fake(key: bytes, seed: int) -> int:
+        calls.append((key, seed))
+        return value(key) if callable(value) else value
+
+    return fake
+
+
+def _chunkers(
+    monkeypatch: pytest.MonkeyPatch,
+    s: Mapping[int, int],
+    q: Mapping[int, int],
+    hash_value: int | Callable[[bytes], int],
+) -> tuple[Any, FakeTable, list[tuple[bytes, int]], list[tuple[bytes, int]]]:
+    """A C Chunker and a table for the Python chunker over the same fake S, Q and hash (the
+    Python one reads the module's _hash, patched here); both record their hash calls."""
+    c_calls: list[tuple[bytes, int]] = []
+    py_calls: list[tuple[bytes, int]] = []
+    table = FakeTable(s, q)
+    chunker = _native().Chunker(
+        dict(s),
+        dict(q),
+        TABLE_MAX,
+        _QUICK_SPAN,
+        _fake_hash(hash_value, c_calls),
+        _LEAF_ENTRY,
+        _INTERNAL_ENTRY,
+    )
+    monkeypatch.setattr(tree_mod, "_hash", _fake_hash(hash_value, py_calls))
+    return chunker, table, c_calls, py_calls
+
+
+def expected_end(hk: int, q: int, before: int, after: int, n: int) -> bool:
+    """The split rule, written out independently: the quick bound first (entries of at most
+    _QUICK_SPAN bytes stay open when hk >= Q), then: a node with S[s0] == 0 always ends,
+    otherwise it ends iff hk < ceil((S[s0] - S[s1]) * 2**64 / S[s0])."""
+    if n <= 128 and hk >= q:
+        return False
+    if before == 0:
+        return True
+    least_open = -(-((before - after) * 2**64) // before)
+    return hk < least_open
+
+
+@dataclass(frozen=True)
+class Case:
+    before: int  # S[s0]
+    after: int  # S[s1]
+    hk: int
+    end: bool  # the decision, known by construction
+    q: int = 1 << 64  # Q[s0]; 2**64: no hash stays open by the quick bound
+    n: int = 200  # entry size in bytes (> _QUICK_SPAN: the exact test only)
+
+
+def _boundary_cases() -> list[Case]:
+    cases: list[Case] = []
+    # S[s0] = 2**64, S[s1] = 2**64 - d: the right side is d << 64, the left hk << 64
+    for d in (1, 2, 2**32, 2**63, 2**64 - 2, 2**64 - 1):
+        after = 2**64 - d
+        cases += [Case(2**64, after, d, False), Case(2**64, after, d - 1, True)]
+        if d + 1 <= TOP:
+            cases.append(Case(2**64, after, d + 1, False))
+    cases.append(Case(2**64, 0, TOP, True))  # d = 2**64: every hash ends the node
+    cases.append(Case(2**64, 2**64, 0, False))  # d = 0: no hash ends it
+    # S[s0] = 2**96 (S[0] of the real tables): equality at D = hk * 2**32
+    for hk in (1, 2**32 + 1, 2**63, 2**64 - 2, TOP):
+        d = hk << 32
+        before = 2**96
+        cases += [
+            Case(before, before - d, hk, False),  # equal: stays open
+            Case(before, before - d, hk - 1, True),
+            Case(before, before - d - 1, hk, True),  # right side one 2**64 more
+            Case(before, before - d + 1, hk, False),
+        ]
+        if hk + 1 <= TOP:
+            cases.append(Case(before, before - d, hk + 1, False))
+    # S[s0] = (2**33 - 1) << 64, just below 2**97: equality at D = hk * (2**33 - 1)
+    for hk in (1, 2**63 + 12345, TOP - 1, TOP):
+        before = (2**33 - 1) << 64
+        d = hk * (2**33 - 1)
+        cases += [
+            Case(before, before - d, hk, False),
+            Case(before, before - d, hk - 1, True),
+            Case(before, before - d - 1, hk, True),
+            Case(before, before - d + 1, hk, False),
+        ]
+    # S[s0] near 2**97 - 1, products up to 161 bits: D = floor(hk * S[s0] / 2**64) is the
+    # largest right side that stays open, D + 1 ends
+    for before in (2**97 - 1, 2**97 - 2**32 - 1, 2**96 + 1, 2**96 - 1, 2**65 + 3, 2**64 + 1):
+        for hk in (TOP, TOP - 1, 2**63 + 1, 2**63 - 1, 2**32 + 7, 3, 1):
+            d = (hk * before) >> 64
+            cases.append(Case(before, before - d, hk, False))
+            if d + 1 <= before:
+                cases.append(Case(before, before - d - 1, hk, True))
+    cases += [Case(2**97 - 1, 2**97 - 1, 0, False), Case(2**97 - 1, 2**97 - 2, 0, True)]
+    # S[s0] == 0: every entry ends the node, whatever the hash
+    cases += [Case(0, 0, TOP, True), Case(0, 0, 0, True), Case(0, 0, TOP, True, n=100)]
+    # ... unless the quick bound keeps it open first (it is tested before S)
+    cases += [Case(0, 0, TOP, False, q=TOP, n=100), Case(0, 0, 5, False, q=5, n=100)]
+    # the quick bound Q: with S[s1] = 0 the exact test would end the node for every hash
+    for q in (1, 2, 2**32, 2**63, TOP):
+        cases += [
+            Case(2**64, 0, q, False, q=q, n=100),  # hk == Q: stays open
+            Case(2**64, 0, q - 1, True, q=q, n=100),  # hk == Q - 1: the exact test ends it
+            Case(2**64, 0, q, False, q=q, n=_QUICK_SPAN),  # the span is inclusive
+            Case(2**64, 0, q, True, q=q, n=_QUICK_SPAN + 1),  # beyond it Q is not used
+        ]
+    cases += [
+        Case(2**64, 0, TOP, True, q=2**64, n=100),  # Q = 2**64: no hash reaches it
+        Case(2**64, 0, 0, False, q=0, n=100),  # Q = 0: every hash stays open
+        Case(2**64, 0, 0, True, q=1, n=100),
+    ]
+    return cases
+
+
+BOUNDARY_CASES = _boundary_cases()
+
+
+def test_the_boundary_cases_are_what_they_claim() -> None:
+    """The literal expectations agree with the rule written out in expected_end (so neither
+    a mistyped case nor a mistyped rule goes unnoticed), and the cases are valid tables."""
+    for case in BOUNDARY_CASES:
+        assert 0 <= case.after <= case.before < 2**97, case
+        assert 0 <= case.hk <= TOP and 0 <= case.q <= 2**64, case
+        assert expected_end(case.hk, case.q, case.before, case.after, case.n) == case.end, case
+    # both outcomes at each kind of boundary
+    assert {c.end for c in BOUNDARY_CASES} == {False, True}
+    assert any(c.hk * c.before == (c.before - c.after) << 64 and c.hk for c in BOUNDARY_CASES)
+
+
+def _leaf_entry(n: int) -> tuple[list[bytes], list[bytes]]:
+    # a key and a value of n bytes in all (with the entry overhead)
+    k = (n - _LEAF_ENTRY) // 2
+    return [b"k" * k], [b"v" * (n - _LEAF_ENTRY - k)]
+
+
+@needs_native
+@pytest.mark.parametrize("case", BOUNDARY_CASES, ids=lambda c: f"{c.hk:#x}")
+def test_cut_leaf_exact_boundary(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    s1 = S0 + case.n
+    s, q = {S0: case.before, s1: case.after}, {S0: case.q}
+    for mn, mx in ((0, TABLE_MAX), (s1, s1 + 1)):  # s1 == mn and s1 == mx - 1: still tested
+        chunker, table, c_calls, py_calls = _chunkers(monkeypatch, s, q, case.hk)
+        keys, vals = _leaf_entry(case.n)
+        got = chunker.cut_leaf(keys, vals, 0, S0, mn, mx)
+        assert got == _cut_leaf(keys, vals, 0, S0, mn, mx, cast(_Survival, table))
+        assert got == (([1], 0) if case.end else ([], s1))
+        assert c_calls == py_calls == [(keys[0], 0)]
+
+
+@needs_native
+@pytest.mark.parametrize("case", BOUNDARY_CASES, ids=lambda c: f"{c.hk:#x}")
+@pytest.mark.parametrize("level", [1, 3, 63])
+def test_cut_internal_exact_boundary(
+    case: Case, level: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s1 = S0 + case.n
+    s, q = {S0: case.before, s1: case.after}, {S0: case.q}
+    keys = [b"k" * (case.n - _INTERNAL_ENTRY)]
+    for mn, mx in ((0, TABLE_MAX), (s1, s1 + 1)):
+        for count in (0, 1, 2):
+            chunker, table, c_calls, py_calls = _chunkers(monkeypatch, s, q, case.hk)
+            got = chunker.cut_internal(keys, 0, S0, count, level, mn, mx)
+            want = _cut_internal(keys, 0, S0, count, level, mn, mx, cast(_Survival, table))
+            assert got == want
+            # a node never ends after its first entry
+            ends = case.end and count + 1 > 1
+            assert got == (([1], 0, 0) if ends else ([], s1, count + 1))
+            assert c_calls == py_calls == [(keys[0], level)]
+
+
+@needs_native
+@pytest.mark.parametrize("kind", ["leaf", "internal"])
+def test_min_and_max_size_bound_the_test(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below min_size nothing ends (and nothing is hashed); at max_size everything ends."""
+    n = 200
+    s1 = S0 + n
+    ends = {S0: 2**64, s1: 0}  # the exact test would end the node
+    stays = {S0: 2**64, s1: 2**64}  # the exact test would keep it open
+    for s, mn, mx, end, hashed in (
+        (ends, s1 + 1, TABLE_MAX, False, False),  # s1 == mn - 1
+        (ends, s1, TABLE_MAX, True, True),
+        (stays, 0, s1, True, False),  # s1 == mx
+        (stays, 0, s1 + 1, False, True),
+    ):
+        chunker, table, c_calls, py_calls = _chunkers(monkeypatch, s, {S0: 2**64}, 12345)
+        if kind == "leaf":
+            keys, vals = _leaf_entry(n)
+            got = chunker.cut_leaf(keys, vals, 0, S0, mn, mx)
+            assert got == _cut_leaf(keys, vals, 0, S0, mn, mx, cast(_Survival, table))
+            assert got == (([1], 0) if end else ([], s1))
+        else:
+            keys = [b"k" * (n - _INTERNAL_ENTRY)]
+            got = chunker.cut_internal(keys, 0, S0, 1, 2, mn, mx)
+            assert got == _cut_internal(keys, 0, S0, 1, 2, mn, mx, cast(_Survival, table))
+            assert got == (([1], 0, 0) if end else ([], s1, 2))
+        assert c_calls == py_calls
+        assert len(c_calls) == hashed
+
+
+# random extreme tables: S non-increasing below 2**97, Q anything up to 2**64, hashes from
+# both ends of the range, over many entries (so every size the loop reaches is looked up)
+_BIG = st.one_of(
+    st.integers(0, 2**97 - 1),
+    st.sampled_from([0, 1, 2**64 - 1, 2**64, 2**64 + 1, 2**96, 2**97 - 1]),
+)
+_HASHES = st.one_of(st.integers(0, TOP), st.sampled_from([0, 1, 2**63, TOP - 1, TOP]))
+
+
+@needs_native
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    table_seed=st.integers(0, 2**32 - 1),
+    s_top=_BIG,
+    hashes=st.lists(_HASHES, min_size=1, max_size=60),
+    lengths=st.lists(st.integers(0, 200), min_size=1, max_size=60),
+    mn=st.integers(0, 300),
+    width=st.integers(1, TABLE_MAX - 300),
+    size=st.integers(0, 299),
+    level=st.integers(1, 5),
+    count=st.integers(0, 2),
+    exact_q=st.booleans(),
+)
+def test_random_fake_tables_agree(
+    table_seed: int,
+    s_top: int,
+    hashes: list[int],
+    lengths: list[int],
+    mn: int,
+    width: int,
+    size: int,
+    level: int,
+    count: int,
+    exact_q: bool,
+) -> None:
+    rng = random.Random(table_seed)
+    # S[0] = s_top, then non-increasing steps of random magnitude, ending often at 0
+    s: dict[int, int] = {}
+    v = s_top
+    for i in range(TABLE_MAX + 1):
+        s[i] = v
+        if v and rng.random() < 0.3:
+            v -= min(v, rng.getrandbits(rng.choice([1, 8, 64, 96, 97])))
+    if exact_q:  # the real Q rule (ceil of the bound over S[s0]), or random below
+        q = {
+            i: (1 << 64)
+            if s[i] == 0
+            else -(-((s[i] - s[min(i + _QUICK_SPAN, TABLE_MAX)]) << 64) // s[i])
+            for i in range(TABLE_MAX + 1)
+        }
+    else:
+        q = {i: rng.choice([0, 1, rng.getrandbits(64), TOP, 2**64]) for i in range(TABLE_MAX + 1)}
+    keys = [b"%d:" % i + b"k" * lengths[i % len(lengths)] for i in range(len(hashes) * 3)]
+    vals = [b"v" * (i % 7) for i in range(len(keys))]
+    by_key = dict(zip(keys, hashes * 3, strict=True))
+    mx = mn + width
+    for kind in ("leaf", "internal"):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            chunker, table, c_calls, py_calls = _chunkers(monkeypatch, s, q, by_key.__getitem__)
+            if kind == "leaf":
+                got = chunker.cut_leaf(keys, vals, 0, size, mn, mx)
+                assert got == _cut_leaf(keys, vals, 0, size, mn, mx, cast(_Survival, table))
+            else:
+                got = chunker.cut_internal(keys, 0, size, count, level, mn, mx)
+                want = _cut_internal(keys, 0, size, count, level, mn, mx, cast(_Survival, table))
+                assert got == want
+            assert c_calls == py_calls
+
+
+# -- 5. table, hash and argument errors are exceptions -------------------------------------
+
+
+def _one_entry(
+    s: Mapping[int, Any],
+    q: Mapping[int, Any],
+    hash_fn: Any,
+    *,
+    n: int = 200,
+    max_size: int = TABLE_MAX,
+) -> Any:
+    """The C chunker's decision on one entry of n bytes after S0 bytes (leaf and internal)."""
+    chunker = _native().Chunker(s, q, max_size, _QUICK_SPAN, hash_fn, _LEAF_ENTRY, _INTERNAL_ENTRY)
+    keys, vals = _leaf_entry(n)
+    return (
+        chunker,
+        lambda: chunker.cut_leaf(keys, vals, 0, S0, 0, 10**6),
+        lambda: chunker.cut_internal([b"k" * (n - _INTERNAL_ENTRY)], 0, S0, 1, 1, 0, 10**6),
+    )
+
+
+def _const(value: Any) -> Callable[[bytes, int], Any]:
+    return lambda key, seed: value
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("s", "q", "n", "error"),
+    [
+        ({S0: "x", S0 + 200: 0}, {}, 200, TypeError),  # S[s0] not an int
+        ({S0: 2**64, S0 + 200: 1.0}, {}, 200, TypeError),  # S[s1] not an int
+        ({S0: None, S0 + 100: 0}, {S0: 2**64}, 100, TypeError),
+        ({S0: 2**64, S0 + 100: 0}, {S0: "7"}, 100, TypeError),  # Q[s0] not an int
+        ({S0: 2**64, S0 + 100: 0}, {S0: 7.0}, 100, TypeError),
+        ({S0: -1, S0 + 200: 0}, {}, 200, OverflowError),  # negative S
+        ({S0: 2**64, S0 + 200: -(2**70)}, {}, 200, OverflowError),
+        ({S0: 2**64, S0 + 100: 0}, {S0: -1}, 100, OverflowError),  # negative Q
+        ({S0: 2**128, S0 + 200: 0}, {}, 200, OverflowError),  # beyond 128 bits
+        ({S0: 2**64, S0 + 100: 0}, {S0: 2**200}, 100, OverflowError),
+        ({S0 + 200: 0}, {}, 200, KeyError),  # S[s0] missing from the mapping
+        ({S0: 2**64}, {}, 200, KeyError),  # S[s1] missing
+        ({S0: 2**64, S0 + 100: 0}, {}, 100, KeyError),  # Q[s0] missing
+        ({S0: 5, S0 + 200: 6}, {}, 200, ValueError),  # S increases
+    ],
+)
+def test_bad_table_entries_raise(
+    s: dict[int, Any], q: dict[int, Any], n: int, error: type[Exception]
+) -> None:
+    for call in _one_entry(s, q, _const(2**63), n=n)[1:]:
+        with pytest.raises(error):
+            call()
+
+
+@needs_native
+def test_a_failed_table_read_is_not_kept() -> None:
+    """After an error the chunker reads the entry again (nothing half-cached)."""
+    s: dict[int, Any] = {S0: "x", S0 + 200: 0}
+    _, leaf, _ = _one_entry(s, {}, _const(5))
+    with pytest.raises(TypeError):
+        leaf()
+    s[S0] = 2**64
+    assert leaf() == ([1], 0)
+
+
+@needs_native
+def test_table_entries_are_read_once() -> None:
+    reads: list[int] = []
+
+    class Counting(dict[int, int]):
+        def __getitem__(self, size: int) -> int:
+            reads.append(size)
+            return super().__getitem__(size)
+
+    s = Counting({S0: 2**64, S0 + 100: 2**63})
+    q = Counting({S0: 2**63})
+    _, leaf, internal = _one_entry(s, q, _const(2**62), n=100)
+    assert leaf() == ([1], 0)  # 2**62 < Q and 2**62 < 2**63 (= d)
+    assert internal() == ([1], 0, 0)
+    assert leaf() == ([1], 0)
+    assert sorted(reads) == [S0, S0, S0 + 100]  # Q[s0], S[s0], S[s1], each once
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("size", "n", "max_size"),
+    [
+        (S0, 200, S0 + 199),  # s1 beyond the table
+        (S0, 200, S0 - 1),  # s0 beyond the table
+        (S0, 100, S0 - 1),  # s0 beyond the table (quick bound read)
+    ],
+)
+def test_sizes_outside_the_table_raise_key_error(size: int, n: int, max_size: int) -> None:
+    everything = {i: 2**64 for i in range(-1000, 2000)}  # the mapping has them; C refuses
+    chunker = _native().Chunker(
+        everything, everything, max_size, _QUICK_SPAN, _const(0), _LEAF_ENTRY, _INTERNAL_ENTRY
+    )
+    keys, vals = _leaf_entry(n)
+    with pytest.raises(KeyError):
+        chunker.cut_leaf(keys, vals, 0, size, -(10**6), 10**6)
+    with pytest.raises(KeyError):
+        chunker.cut_internal([b"k" * (n - _INTERNAL_ENTRY)], 0, size, 1, 1, -(10**6), 10**6)
+
+
+@needs_native
+def test_sizes_outside_a_real_table_raise_key_error_in_both() -> None:
+    surv = _survival_table(64, 256)
+    keys, vals = [b"k" * 200], [b"v" * 100]  # 302 bytes: beyond max_size 256
+    with pytest.raises(KeyError):
+        surv.native.cut_leaf(keys, vals, 0, 0, 0, 10**6)
+    with pytest.raises(KeyError):
+        _cut_leaf(keys, vals, 0, 0, 0, 10**6, surv)
+
+
+class Boom(Exception):
+    pass
+
+
+def _raising(key: bytes, seed: int) -> int:
+    raise Boom(key)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("hash_fn", "error"),
+    [
+        (_const("1"), TypeError),
+        (_const(1.0), TypeError),
+        (_const(None), TypeError),
+        (_const(-1), OverflowError),
+        (_const(2**64), OverflowError),
+        (_raising, Boom),
+        (lambda key: 0, TypeError),  # wrong signature
+        (None, TypeError),  # not callable
+    ],
+)
+def test_hash_errors_propagate(hash_fn: Any, error: type[Exception]) -> None:
+    for call in _one_entry({S0: 2**64, S0 + 200: 0}, {}, hash_fn)[1:]:
+        with pytest.raises(error):
+            call()
+
+
+@needs_native
+def test_bad_arguments_raise() -> None:
+    native = _native()
+    surv = _survival_table(64, 256)
+    c = surv.native
+    with pytest.raises(TypeError):
+        c.cut_leaf([b"a"], [b"b"], 0, 0, 16)  # five arguments
+    with pytest.raises(TypeError):
+        c.cut_leaf((b"a",), [b"b"], 0, 0, 16, 256)  # not a list
+    with pytest.raises(TypeError):
+        c.cut_leaf([b"a"], [b"b"], "0", 0, 16, 256)
+    with pytest.raises(TypeError):
+        c.cut_leaf([b"a", "x"], [b"b", b"c"], 0, 0, 0, 256)
+    with pytest.raises(TypeError):
+        c.cut_leaf([b"a"], [None], 0, 0, 0, 256)
+    with pytest.raises(ValueError):
+        c.cut_leaf([b"a", b"b"], [b"c"], 0, 0, 0, 256)  # fewer values than keys
+    with pytest.raises(ValueError):
+        c.cut_leaf([b"a"], [b"b"], -1, 0, 0, 256)
+    with pytest.raises(OverflowError):
+        c.cut_leaf([b"a"], [b"b"], 2**70, 0, 0, 256)
+    with pytest.raises(TypeError):
+        c.cut_internal([b"a"], 0, 0, 0, 1, 16)  # six arguments
+    with pytest.raises(TypeError):
+        c.cut_internal((b"a",), 0, 0, 0, 1, 16, 256)
+    with pytest.raises(TypeError):
+        c.cut_internal([b"a", 1], 0, 0, 0, 1, 0, 256)
+    with pytest.raises(ValueError):
+        c.cut_internal([b"a"], -1, 0, 0, 1, 0, 256)
+    for level in (-1, 64, 2**40):  # the hash seed must be a level 0..63
+        with pytest.raises(ValueError):
+            c.cut_internal([b"a"], 0, 0, 0, level, 0, 256)
+    # the Chunker itself
+    for args in [(), (surv, surv.quick, 256, _QUICK_SPAN, tree_mod._hash, _LEAF_ENTRY)]:
+        with pytest.raises(TypeError):
+            native.Chunker(*args)
+    for max_size, span in ((-1, _QUICK_SPAN), (2**24 + 1, _QUICK_SPAN), (256, -1)):
+        with pytest.raises(ValueError):
+            native.Chunker(surv, surv.quick, max_size, span, tree_mod._hash, 2, 40)
+    with pytest.raises(RuntimeError):
+        c.__init__(surv, surv.quick, 256, _QUICK_SPAN, tree_mod._hash, 2, 40)
+    # still working after all that
+    keys = [b"%d" % i for i in range(200)]
+    assert c.cut_leaf(keys, keys, 0, 0, 16, 256) == _cut_leaf(keys, keys, 0, 0, 16, 256, surv)
+
+
+_CRASH_SCRIPTS = {
+    # a Chunker whose __init__ never ran has no tables and no hash
+    "uninitialised": """
+from store.speedups import native
+c = native.Chunker.__new__(native.Chunker)
+try:
+    c.cut_leaf([b"a"], [b"b"], 0, 0, 0, 256)
+except Exception as exc:
+    print(type(exc).__name__)
+""",
+    # a hash that empties the lists the chunker is walking
+    "mutating-hash": """
+from store.speedups import native
+keys = [b"k%d" % i * 50 for i in range(2000)]
+vals = [b"v" * 50 for _ in range(2000)]
+def h(key, seed):
+    keys.clear()
+    vals.clear()
+    return 5
+table = {i: 2**64 for i in range(100001)}
+c = native.Chunker(table, table, 100000, 128, h, 2, 40)
+try:
+    c.cut_leaf(keys, vals, 0, 0, 0, 10**6)
+except Exception as exc:
+    print(type(exc).__name__)
+""",
+}
+
+
+@needs_native
+@pytest.mark.parametrize("name", sorted(_CRASH_SCRIPTS))
+def test_misuse_does_not_crash_the_interpreter(name: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _CRASH_SCRIPTS[name]],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr)
+
+
+# -- 6. whole trees, with and without the extension ----------------------------------------
+
+_TREES_SCRIPT = """
+import asyncio, random
+import store.speedups
+from store.memory import MemoryStore
+from store.nodes import Nodes, TreeConfig
+from store.tree import Tree
+
+
+async def main():
+    print(store.speedups.native is None)
+    for config in (
+        TreeConfig(target=64, min_size=16, max_size=256),
+        TreeConfig(target=256, min_size=32, max_size=1024),
+        TreeConfig(),
+    ):
+        rng = random.Random(20240601)
+        items = [(b"key%07d" % (10 * i), rng.randbytes(rng.randrange(0, 60))) for i in range(5000)]
+        nodes = Nodes(MemoryStore(), config)
+        tree = await Tree.build(nodes, items)
+        print("build", tree.root.hex())
+        batches = [
+            # inserts in the middle, some with values longer than the quick span
+            [(b"key%07d" % (10 * i + 5), rng.randbytes(rng.choice([3, 40, 200])))
+             for i in range(1500, 1900)],
+            # deletes, scattered and one run
+            [(b"key%07d" % (10 * i), None) for i in range(0, 5000, 7)]
+            + [(b"key%07d" % (10 * i), None) for i in range(3000, 3300)],
+            # appends after the end
+            [(b"key%07d" % (50000 + i), b"appended %d" % i) for i in range(600)],
+            # updates, a few huge keys, a delete of the first key, inserts before it
+            [(b"key%07d" % (10 * i + 1), rng.randbytes(rng.randrange(0, 90)))
+             for i in range(0, 5000, 13)]
+            + [(b"key%07d" % (10 * i + 2) + b"x" * 700, b"v") for i in range(100, 110)]
+            + [(b"key0000000", None), (b"a", b"first"), (b"b", b"")],
+            # a single edit, then a delete of most of the tree
+            [(b"key0025005", b"changed")],
+            [(b"key%07d" % (10 * i), None) for i in range(100, 4900)],
+        ]
+        for batch in batches:
+            tree = await tree.edit(batch)
+            print("edit", tree.root.hex())
+        rebuilt = await Tree.build(Nodes(MemoryStore(), config), await tree.items())
+        print("rebuilt", rebuilt.root.hex())
+
+
+asyncio.run(main())
+"""
+
+
+def _run_trees(pure: bool) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "REPLICA_PURE_PYTHON"}
+    if pure:
+        env["REPLICA_PURE_PYTHON"] = "1"
+    done = subprocess.run(
+        [sys.executable, "-c", _TREES_SCRIPT],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("\n")
+
+
+def test_whole_trees_are_the_same_with_and_without_the_extension() -> None:
+    pure = _run_trees(pure=True)
+    fast = _run_trees(pure=False)
+    assert pure[0] == "True"  # really the Python versions only
+    assert fast[0] == "False"  # really the extension
+    assert len(pure) == len(fast) == 1 + 3 * 8 + 1
+    assert pure[1:] == fast[1:]
+    assert pure[-1] == ""
+    roots = [line.split() for line in fast[1:-1]]
+    assert [step for step, _ in roots] == (["build"] + ["edit"] * 6 + ["rebuilt"]) * 3
+    # every edit changed the tree; the configurations make different trees
+    edited = [root for step, root in roots if step != "rebuilt"]
+    assert len(set(edited)) == len(edited)
+    for i in range(0, len(roots), 8):  # the edited tree is the tree built from its items
+        assert roots[i + 6][1] == roots[i + 7][1]
+
+
+@needs_native
+@pytest.mark.parametrize("size", [-1, 2**40 + 1, 2**63 - 1])
+def test_sizes_no_node_has_are_refused(size: int) -> None:
+    # (the Python twins would take them; no node is that big, and C sums must not overflow)
+    chunker = _survival_table(64, 256).native
+    with pytest.raises(ValueError, match="size"):
+        chunker.cut_leaf([b"a"], [b""], 0, size, 0, 10)
+    with pytest.raises(ValueError, match="size"):
+        chunker.cut_internal([b"a"], 0, size, 1, 1, 0, 10)
