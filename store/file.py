@@ -86,11 +86,11 @@ damaged ref file): a StoreError, never a silently missed record.
     header) is followed by an fsync of ``nodes/``.
 
     A writer of many small batches (PREFILL_AFTER in a row, each at most PREFILL_SMALL bytes:
-    transactions' commits) also writes *zeros* ahead of its last batch, up to
-    PREFILL_CHUNK bytes at a time and never past ``segment_size``, and syncs them, so that
-    its next batches overwrite existing bytes instead of growing the file (an fdatasync that
-    commits no metadata; ``stats["prefill_bytes"]`` counts the zeros, ``stats["fsyncs"]``
-    their fdatasyncs). Zeros are no batch (0x00 is no record tag): a scan stops there as at
+    transactions' commits) also writes *zeros* ahead of its last batch: a batch that grows
+    the file writes PREFILL_CHUNK bytes of zeros after itself (never past ``segment_size``)
+    in the same write and sync, so that the next batches overwrite existing bytes instead
+    of growing the file (an fdatasync that commits no metadata; ``stats["prefill_bytes"]``
+    counts the zeros). Zeros are no batch (0x00 is no record tag): a scan stops there as at
     any torn tail, and other writers' scans of a live segment read them and find nothing.
     The writer truncates them off before it seals the segment; a crashed writer's zeros stay
     (its repair counts them as a torn tail; the ``.idx`` records the valid end; a repair
@@ -156,7 +156,6 @@ The store relies on POSIX ``flock``, ``rename`` and ``fsync`` semantics of a loc
 
 from __future__ import annotations
 
-import concurrent.futures
 import fcntl
 import hashlib
 import itertools
@@ -221,12 +220,15 @@ STALE_TEMP_SECONDS = 600.0
 INLINE_BYTES = 256 * 1024
 INLINE_SYNC_SECONDS = 0.001
 # A writer that has appended PREFILL_AFTER batches in a row of at most PREFILL_SMALL bytes
-# keeps up to PREFILL_CHUNK bytes of zeros written and synced ahead of its last batch (never
-# past segment_size), by a background thread: a batch that lands inside them changes no file
-# size, so its fdatasync commits no metadata (about half the time of one that appends, on
-# ext4). Writers of larger batches (sync storing received nodes, bulk loads) gain nothing
-# from it and lose to the fills' competing fdatasyncs (measured: sync 100 commits apart
-# 1.1 s -> 1.4 s), so they do not fill.
+# keeps zeros written and synced ahead of its last batch: a small batch that would extend
+# the file writes PREFILL_CHUNK bytes of zeros after itself (never past segment_size), in the
+# same pwritev and fdatasync. The batches after it land inside the zeros, change no file
+# size, and their fdatasyncs commit no metadata (about half the time of one that appends, on
+# ext4); the one that extends pays for writing the zeros (~1 ms a MiB here). An earlier
+# version filled from a background thread: commits that met a fill waited for its
+# fdatasync, and the thread hand-offs cost the loop's thread the GIL. Writers of larger
+# batches (sync storing received nodes, bulk loads) gain nothing from zeros (measured: sync
+# 100 commits apart 1.1 s -> 1.4 s with fills), so they do not write them.
 PREFILL_AFTER = 16
 PREFILL_SMALL = 128 * 1024
 PREFILL_CHUNK = 1024 * 1024
@@ -607,18 +609,13 @@ class _Writer:
     dir_synced: bool = False
     broken: bool = False  # a write or sync failed: never append here again
     small_run: int = 0  # batches of at most PREFILL_SMALL bytes written in a row
-    prefill_off: bool = False  # a fill failed here: no more
     # zeros written ahead (see PREFILL_AFTER): the file's bytes before ``filled`` exist
-    # (batches, then zeros) and are synced. A fill in progress holds ``fill_lock`` and writes
-    # only at or after ``filled``; a batch that would reach past ``filled`` takes the lock.
+    # (batches, then zeros) and are synced
     filled: int = 0
-    filling: bool = False  # a fill is scheduled or running
-    retired: bool = False  # sealed or closed: a fill must not touch ``fd`` any more
     # set while a batch is written and recorded: still set afterwards means an exception
     # (a KeyboardInterrupt on the event loop's thread) left the memory state behind the
     # file, so it is read back from the file before anything more is written (_reconcile)
     suspect: bool = False
-    fill_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _Core:
@@ -653,7 +650,6 @@ class _Core:
         # moving average of how long this object's fdatasyncs of segments took (seconds);
         # unknown (inf) until the first one
         self.sync_seconds = float("inf")
-        self._filler: concurrent.futures.ThreadPoolExecutor | None = None
         # ref files read by _resolve, kept open: name -> (fd, st_dev, st_ino, decoded)
         self._ref_files: dict[str, tuple[int, int, int, tuple[str, bytes | None, int]]] = {}
         self._ids = itertools.count(1)
@@ -1267,14 +1263,22 @@ class _Core:
         if not w.end:
             parts.insert(0, SEGMENT_MAGIC_2)
             size += len(SEGMENT_MAGIC_2)
+        zeros = 0
+        if (
+            w.end + size > w.filled
+            and size <= PREFILL_SMALL
+            and w.small_run + 1 >= PREFILL_AFTER
+        ):  # extending the file anyway: extend it by zeros too (see PREFILL_AFTER)
+            zeros = max(0, min(self._prefill_chunk(), self.segment_size - w.end - size))
+            left = zeros
+            while left:
+                piece = min(left, len(_ZEROS))
+                parts.append(_ZEROS if piece == len(_ZEROS) else _ZEROS[:piece])
+                left -= piece
         w.suspect = True
         try:
-            if w.end + size <= w.filled:
-                self._write_synced(w, parts)
-            else:
-                with w.fill_lock:  # past the zeros: wait for a fill writing there
-                    self._write_synced(w, parts)
-                    w.filled = max(w.filled, w.end + size)
+            self._write_synced(w, parts)
+            w.filled = max(w.filled, w.end + size + zeros)
         except OSError as exc:
             # Whatever reached the file after w.end is not acknowledged; never append after it.
             w.broken = True
@@ -1292,7 +1296,8 @@ class _Core:
         self._count("batches")
         self._count("nodes_written", len(entries))
         self._count("bytes_written", size)
-        self._maybe_prefill(w)
+        if zeros:
+            self._count("prefill_bytes", zeros)
 
     def _write_synced(self, w: _Writer, parts: Sequence[bytes | bytearray]) -> None:
         _pwritev_all(w.fd, parts, w.end)
@@ -1303,47 +1308,6 @@ class _Core:
 
     def _prefill_chunk(self) -> int:
         return min(PREFILL_CHUNK, max(4096, self.segment_size // 8))
-
-    def _maybe_prefill(self, w: _Writer) -> None:
-        """Schedule a fill of zeros ahead of ``w``'s last batch if it runs low (see
-        PREFILL_AFTER). Called by the one thread that writes batches, after a batch."""
-        if w.filling or w.broken or w.prefill_off or w.small_run < PREFILL_AFTER:
-            return
-        chunk = self._prefill_chunk()
-        if w.filled - w.end >= chunk // 2 or max(w.filled, w.end) >= self.segment_size:
-            return
-        w.filling = True
-        try:
-            if self._filler is None:
-                self._filler = concurrent.futures.ThreadPoolExecutor(
-                    1, thread_name_prefix="replica-prefill"
-                )
-            self._filler.submit(self._prefill, w, chunk)
-        except Exception:  # no thread to be had (a limit, shutdown): only no more zeros
-            w.filling = False
-            w.prefill_off = True
-
-    def _prefill(self, w: _Writer, chunk: int) -> None:
-        """Write zeros after ``w.filled`` (up to ``chunk`` bytes, not past segment_size) and
-        sync them. Failures only stop prefilling this segment: batches append as before."""
-        with w.fill_lock:
-            try:
-                if w.retired or w.broken:
-                    return
-                start = max(w.filled, w.end)
-                stop = min(start + chunk, self.segment_size)
-                pos = start
-                while pos < stop:
-                    pos += os.pwrite(w.fd, _ZEROS[: stop - pos], pos)
-                if stop > start:
-                    self._count("fsyncs")
-                    self._sync_fd_now(w.fd)
-                    w.filled = stop
-                    self._count("prefill_bytes", stop - start)
-            except OSError:
-                w.prefill_off = True  # no more fills here
-            finally:
-                w.filling = False
 
     def _reconcile(self, w: _Writer) -> None:
         """Read back ``w``'s segment after an interrupted batch (``w.suspect``): the batch
@@ -1359,16 +1323,14 @@ class _Core:
         w.suspect = False
 
     def _retire(self, w: _Writer) -> None:
-        """Stop fills of ``w`` (waiting for one that runs) and cut its zeros off the file."""
-        with w.fill_lock:
-            w.retired = True
-            if w.suspect:
-                return  # its end is not known here: zeros after it are harmless anyway
-            if w.filled > w.end and not w.broken:
-                try:
-                    os.ftruncate(w.fd, w.end)
-                except OSError:
-                    pass  # zeros after the last batch are never read as one: harmless
+        """Cut ``w``'s zeros off the file (sealed or closed)."""
+        if w.suspect:
+            return  # its end is not known here: zeros after it are harmless anyway
+        if w.filled > w.end and not w.broken:
+            try:
+                os.ftruncate(w.fd, w.end)
+            except OSError:
+                pass  # zeros after the last batch are never read as one: harmless
 
     def _new_segment(self) -> _Writer:
         self._seq += 1
@@ -1666,7 +1628,6 @@ class _Core:
             or w is None
             or w.broken
             or w.suspect
-            or w.filling  # its fdatasync would wait for the fill's (~1 MiB, metadata)
             or reach >= self.segment_size
             or w.count + len(staged) >= self.segment_records
             or any(not seg.sealed and seg.name != w.seg.name for seg in self.segments.values())
@@ -1756,9 +1717,6 @@ class _Core:
                 self._retire(self.writer)
                 os.close(self.writer.fd)
                 self.writer = None
-            if self._filler is not None:
-                self._filler.shutdown(wait=True)
-                self._filler = None
             for fd, _, _, _ in self._ref_files.values():
                 os.close(fd)
             self._ref_files.clear()
