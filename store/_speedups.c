@@ -12,6 +12,7 @@
  *   Chunker(surv, quick, max_size, span, hash, leaf_entry, internal_entry)
  *       .cut_leaf(keys, vals, start, size, mn, mx)            -> (cuts, size)
  *       .cut_internal(keys, start, size, count, level, mn, mx) -> (cuts, size, count)
+ *       .prefix_size(keys, vals_or_None, start)             -> size of keys[:start] (+ vals)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -438,6 +439,51 @@ fail:
     return NULL;
 }
 
+/* The bytes the chunker counts for keys[:start] (and vals[:start] unless vals is None: an
+ * internal level), the size of an open node that holds them. */
+static PyObject *
+Chunker_prefix_size(Chunker *c, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "prefix_size(keys, vals_or_None, start)");
+        return NULL;
+    }
+    if (check_ready(c) < 0) return NULL;
+    PyObject *keys = args[0], *vals = args[1];
+    int leaf = vals != Py_None;
+    if (!PyList_CheckExact(keys) || (leaf && !PyList_CheckExact(vals))) {
+        PyErr_SetString(PyExc_TypeError, "prefix_size: keys and vals must be lists");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[2]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    if (start < 0 || start > PyList_GET_SIZE(keys) ||
+        (leaf && start > PyList_GET_SIZE(vals))) {
+        PyErr_SetString(PyExc_ValueError, "prefix_size: start beyond the lists");
+        return NULL;
+    }
+    Py_ssize_t size = 0;
+    for (Py_ssize_t i = 0; i < start; i++) {
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        if (!PyBytes_CheckExact(k)) {
+            PyErr_SetString(PyExc_TypeError, "prefix_size: keys must be bytes");
+            return NULL;
+        }
+        size += PyBytes_GET_SIZE(k);
+        if (leaf) {
+            PyObject *v = PyList_GET_ITEM(vals, i);
+            if (!PyBytes_CheckExact(v)) {
+                PyErr_SetString(PyExc_TypeError, "prefix_size: values must be bytes");
+                return NULL;
+            }
+            size += PyBytes_GET_SIZE(v) + c->leaf_entry;
+        } else {
+            size += c->internal_entry;
+        }
+    }
+    return PyLong_FromSsize_t(size);
+}
+
 static int
 Chunker_init(Chunker *c, PyObject *args, PyObject *kwds)
 {
@@ -495,6 +541,9 @@ static PyMethodDef Chunker_methods[] = {
     {"cut_internal", (PyCFunction)(void (*)(void))Chunker_cut_internal, METH_FASTCALL,
      "cut_internal(keys, start, size, count, level, mn, mx) -> (cuts, size, count): "
      "store.tree._cut_internal"},
+    {"prefix_size", (PyCFunction)(void (*)(void))Chunker_prefix_size, METH_FASTCALL,
+     "prefix_size(keys, vals_or_None, start) -> the chunker's size of keys[:start] "
+     "(with vals[:start]; None: an internal level)"},
     {NULL, NULL, 0, NULL},
 };
 

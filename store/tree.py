@@ -891,7 +891,11 @@ class Tree:
                     # (never the old node's last one, which may have ended it)
                     start = min(same, m - 1) if m else 0
                     wk, wv = mk, mv
-                    if start:
+                    if start and chunker is not None:
+                        size = chunker.prefix_size(keys, vals if leaf else None, start)
+                        if not leaf:
+                            count = start
+                    elif start:
                         size = sum(map(len, keys[:start]))
                         if leaf:
                             size += sum(map(len, vals[:start])) + _LEAF_ENTRY * start

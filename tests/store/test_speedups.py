@@ -917,3 +917,37 @@ def test_sizes_no_node_has_are_refused(size: int) -> None:
         chunker.cut_leaf([b"a"], [b""], 0, size, 0, 10)
     with pytest.raises(ValueError, match="size"):
         chunker.cut_internal([b"a"], 0, size, 1, 1, 0, 10)
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(
+    items=st.lists(st.tuples(st.binary(max_size=300), st.binary(max_size=300)), max_size=80),
+    data=st.data(),
+)
+def test_prefix_size_is_the_sum_the_python_edit_computes(
+    items: list[tuple[bytes, bytes]], data: st.DataObject
+) -> None:
+    keys = [k for k, _ in items]
+    vals = [v for _, v in items]
+    start = data.draw(st.integers(0, len(keys)))
+    chunker = _survival_table(DEFAULT.target, DEFAULT.max_size).native
+    leaf = sum(map(len, keys[:start])) + sum(map(len, vals[:start])) + _LEAF_ENTRY * start
+    internal = sum(map(len, keys[:start])) + _INTERNAL_ENTRY * start
+    assert chunker.prefix_size(keys, vals, start) == leaf
+    assert chunker.prefix_size(keys, None, start) == internal
+
+
+@needs_native
+def test_prefix_size_refuses_bad_input() -> None:
+    chunker = _survival_table(DEFAULT.target, DEFAULT.max_size).native
+    with pytest.raises(ValueError, match="start"):
+        chunker.prefix_size([b"a"], [b"b"], 2)
+    with pytest.raises(ValueError, match="start"):
+        chunker.prefix_size([b"a"], [], 1)
+    with pytest.raises(TypeError, match="values"):
+        chunker.prefix_size([b"a"], ["b"], 1)
+    with pytest.raises(TypeError, match="keys"):
+        chunker.prefix_size([1], None, 1)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        _native().Chunker.__new__(_native().Chunker).prefix_size([], None, 0)
