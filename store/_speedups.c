@@ -558,7 +558,217 @@ static PyTypeObject ChunkerType = {
     .tp_methods = Chunker_methods,
 };
 
+/* ------------------------------------------------------------------ the file store's index */
+
+/* store/file.py _Table: an open-addressing table with linear probing in two arrays, a u32
+ * tag per slot (0: empty) and a u64 location. These run with the GIL held, so a reader in
+ * another thread never sees a slot half written. */
+typedef struct {
+    Py_buffer tags, locs;
+    uint32_t *t;
+    uint64_t *l;
+    uint64_t mask;
+} TableView;
+
+static void
+table_release(TableView *v)
+{
+    if (v->tags.obj != NULL) PyBuffer_Release(&v->tags);
+    if (v->locs.obj != NULL) PyBuffer_Release(&v->locs);
+}
+
+static int
+table_view(TableView *v, PyObject *tags, PyObject *locs, PyObject *mask_obj, int writable)
+{
+    memset(v, 0, sizeof(*v));
+    unsigned long long mask = PyLong_AsUnsignedLongLong(mask_obj);
+    if (mask == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    int flags = PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(tags, &v->tags, flags) < 0) return -1;
+    if (locs != NULL && PyObject_GetBuffer(locs, &v->locs, flags) < 0) {
+        table_release(v);
+        return -1;
+    }
+    Py_ssize_t slots = (Py_ssize_t)mask + 1;
+    if ((mask & (mask + 1)) != 0 || v->tags.itemsize != 4 || v->tags.len != slots * 4 ||
+        (locs != NULL && (v->locs.itemsize != 8 || v->locs.len != slots * 8))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "index table: arrays of u32 tags and u64 locations of mask + 1 slots, "
+                        "mask + 1 a power of two");
+        table_release(v);
+        return -1;
+    }
+    v->t = (uint32_t *)v->tags.buf;
+    v->l = locs != NULL ? (uint64_t *)v->locs.buf : NULL;
+    v->mask = mask;
+    return 0;
+}
+
+static uint32_t
+tag_of(const unsigned char *address)
+{
+    uint32_t tag = ((uint32_t)address[1] << 24) | ((uint32_t)address[2] << 16) |
+                   ((uint32_t)address[3] << 8) | (uint32_t)address[4];
+    return tag ? tag : 1;
+}
+
+/* Insert; the caller reserved room (at most 3/4 full), so a free slot exists. */
+static void
+table_put(TableView *v, uint32_t tag, uint64_t loc)
+{
+    uint64_t i = tag & v->mask;
+    while (v->t[i]) i = (i + 1) & v->mask;
+    v->l[i] = loc;
+    v->t[i] = tag;
+}
+
+/* table_insert_entries(tags, locs, mask, used, base, entries): entries are (address,
+ * offset, ...) tuples; each goes in under its address's tag at location base | offset.
+ * ``used`` slots are taken already; the caller reserved room (3/4 full at most after). */
+static PyObject *
+table_insert_entries(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "table_insert_entries(tags, locs, mask, used, base, entries)");
+        return NULL;
+    }
+    Py_ssize_t used = PyLong_AsSsize_t(args[3]);
+    if (used == -1 && PyErr_Occurred()) return NULL;
+    unsigned long long base = PyLong_AsUnsignedLongLong(args[4]);
+    if (base == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    if (!PyList_CheckExact(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "table_insert_entries: entries must be a list");
+        return NULL;
+    }
+    PyObject *entries = args[5];
+    TableView v;
+    if (table_view(&v, args[0], args[1], args[2], 1) < 0) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(entries);
+    /* check everything first: nothing is inserted unless all are well-formed */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *e = PyList_GET_ITEM(entries, i);
+        if (!PyTuple_CheckExact(e) || PyTuple_GET_SIZE(e) < 2 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(e, 0)) ||
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(e, 0)) < 5 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(e, 1))) {
+            PyErr_Format(PyExc_TypeError, "entries[%zd] is not (address, offset, ...)", i);
+            goto fail;
+        }
+        unsigned long long off = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(e, 1));
+        if (off == (unsigned long long)-1 && PyErr_Occurred()) goto fail;
+    }
+    if (used < 0 || (used + n) * 4 > (Py_ssize_t)(v.mask + 1) * 3) {
+        PyErr_SetString(PyExc_ValueError, "table_insert_entries: no room reserved");
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *e = PyList_GET_ITEM(entries, i);
+        const unsigned char *a = (const unsigned char *)PyBytes_AS_STRING(PyTuple_GET_ITEM(e, 0));
+        uint64_t off = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(e, 1));
+        table_put(&v, tag_of(a), base | off);
+    }
+    table_release(&v);
+    Py_RETURN_NONE;
+fail:
+    table_release(&v);
+    return NULL;
+}
+
+/* table_rehash(tags, locs, new_tags, new_locs, new_mask): every slot of the old arrays into
+ * the new (empty) ones. */
+static PyObject *
+table_rehash(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "table_rehash(tags, locs, new_tags, new_locs, new_mask)");
+        return NULL;
+    }
+    Py_buffer ot = {0}, ol = {0};
+    TableView v;
+    if (table_view(&v, args[2], args[3], args[4], 1) < 0) return NULL;
+    if (PyObject_GetBuffer(args[0], &ot, PyBUF_FORMAT) < 0) goto fail;
+    if (PyObject_GetBuffer(args[1], &ol, PyBUF_FORMAT) < 0) goto fail;
+    if (ot.itemsize != 4 || ol.itemsize != 8 || ot.len / 4 != ol.len / 8) {
+        PyErr_SetString(PyExc_ValueError, "table_rehash: old arrays do not match");
+        goto fail;
+    }
+    Py_ssize_t old_slots = ot.len / 4, used = 0;
+    const uint32_t *t = (const uint32_t *)ot.buf;
+    const uint64_t *l = (const uint64_t *)ol.buf;
+    for (Py_ssize_t i = 0; i < old_slots; i++) used += t[i] != 0;
+    if (used * 4 > (Py_ssize_t)(v.mask + 1) * 3) {
+        PyErr_SetString(PyExc_ValueError, "table_rehash: the new table is too small");
+        goto fail;
+    }
+    for (uint64_t i = 0; i <= v.mask; i++) {
+        if (v.t[i]) {
+            PyErr_SetString(PyExc_ValueError, "table_rehash: the new table is not empty");
+            goto fail;
+        }
+    }
+    for (Py_ssize_t i = 0; i < old_slots; i++)
+        if (t[i]) table_put(&v, t[i], l[i]);
+    PyBuffer_Release(&ot);
+    PyBuffer_Release(&ol);
+    table_release(&v);
+    Py_RETURN_NONE;
+fail:
+    if (ot.obj != NULL) PyBuffer_Release(&ot);
+    if (ol.obj != NULL) PyBuffer_Release(&ol);
+    table_release(&v);
+    return NULL;
+}
+
+/* table_hits(tags, mask, addresses): those of the addresses whose tag some slot holds (the
+ * others are certainly not indexed). */
+static PyObject *
+table_hits(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "table_hits(tags, mask, addresses)");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(args[2], "addresses must be a sequence");
+    if (seq == NULL) return NULL;
+    TableView v;
+    if (table_view(&v, args[0], NULL, args[1], 0) < 0) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) goto fail;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *a = items[i];
+        if (!PyBytes_CheckExact(a) || PyBytes_GET_SIZE(a) < 5) {
+            PyErr_Format(PyExc_TypeError, "addresses[%zd] is not an address", i);
+            goto fail;
+        }
+        uint32_t tag = tag_of((const unsigned char *)PyBytes_AS_STRING(a));
+        uint64_t j = tag & v.mask;
+        uint32_t t;
+        while ((t = v.t[j]) != 0 && t != tag) j = (j + 1) & v.mask;
+        if (t && PyList_Append(out, a) < 0) goto fail;
+    }
+    table_release(&v);
+    Py_DECREF(seq);
+    return out;
+fail:
+    Py_XDECREF(out);
+    table_release(&v);
+    Py_DECREF(seq);
+    return NULL;
+}
+
 static PyMethodDef module_methods[] = {
+    {"table_insert_entries", (PyCFunction)(void (*)(void))table_insert_entries, METH_FASTCALL,
+     "table_insert_entries(tags, locs, mask, used, base, entries): store/file.py _Table.add"},
+    {"table_rehash", (PyCFunction)(void (*)(void))table_rehash, METH_FASTCALL,
+     "table_rehash(tags, locs, new_tags, new_locs, new_mask): store/file.py _Table._reserve"},
+    {"table_hits", (PyCFunction)(void (*)(void))table_hits, METH_FASTCALL,
+     "table_hits(tags, mask, addresses): the addresses whose tag the table holds"},
     {"encode_leaf", (PyCFunction)(void (*)(void))encode_leaf, METH_FASTCALL,
      "encode_leaf(keys, values) -> canonical CBOR of [0, keys, values]"},
     {"encode_internal", (PyCFunction)(void (*)(void))encode_internal, METH_FASTCALL,

@@ -181,6 +181,7 @@ import xxhash
 from store.base import check_address, check_batch, check_ref_name, check_ref_value, verify_node
 from store.codec import is_address
 from store.errors import CorruptNode, NodeNotFound, StoreClosed, StoreError
+from store.speedups import native
 
 FORMAT_FILE = "FORMAT"
 FORMAT_NAME = "replica-file-store"
@@ -550,6 +551,10 @@ class _Table:
         while need * 4 > capacity * 3:
             capacity *= 2
         new_tags, new_locs, new_mask = self._empty(capacity)
+        if native is not None:
+            native.table_rehash(tags, locs, new_tags, new_locs, new_mask)
+            self.arrays = (new_tags, new_locs, new_mask)
+            return
         for tag, loc in zip(tags, locs, strict=True):
             if tag:
                 i = tag & new_mask
@@ -572,6 +577,35 @@ class _Table:
             locs[i] = base | offset
             tags[i] = tag
         self.used += count
+
+    def add_entries(self, segment_id: int, entries: list[Entry]) -> None:
+        """Index a batch's entries (address, record offset, length) of one segment."""
+        if native is None:
+            pairs = ((int.from_bytes(a[1:5], "big"), offset) for a, offset, _ in entries)
+            self.add(segment_id, pairs, len(entries))
+            return
+        self._reserve(len(entries))
+        tags, locs, mask = self.arrays
+        native.table_insert_entries(tags, locs, mask, self.used, segment_id << _SEG_SHIFT, entries)
+        self.used += len(entries)
+
+    def hits(self, addresses: list[bytes]) -> list[bytes]:
+        """Those of ``addresses`` whose tag a slot holds (the others are not indexed)."""
+        tags, _, mask = self.arrays
+        if native is not None:
+            found: list[bytes] = native.table_hits(tags, mask, addresses)
+            return found
+        out = []
+        for address in addresses:
+            tag = int.from_bytes(address[1:5], "big") or 1
+            i = tag & mask
+            t = tags[i]
+            while t and t != tag:
+                i = (i + 1) & mask
+                t = tags[i]
+            if t:
+                out.append(address)
+        return out
 
     def find(self, address: bytes) -> list[int]:
         """The locations indexed under ``address``'s tag (usually none or one)."""
@@ -735,8 +769,7 @@ class _Core:
         self.seg_names[seg.id] = seg.name
 
     def _add_entries(self, seg: _Segment, entries: list[Entry]) -> None:
-        pairs = ((int.from_bytes(a[1:5], "big"), offset) for a, offset, _ in entries)
-        self.table.add(seg.id, pairs, len(entries))
+        self.table.add_entries(seg.id, entries)
         seg.count += len(entries)
 
     def _add_idx(self, seg: _Segment, raw: bytes | memoryview) -> None:
@@ -1124,18 +1157,9 @@ class _Core:
         fds: dict[str, int | None] = {}
         memo: dict[str, dict[int, bytes]] = {}
         head = _NODE_HEAD.size
-        tags, _, mask = self.table.arrays
         try:
-            for address in addresses:
-                # Inline probe for the common case: no slot holds the tag (a new node).
-                tag = int.from_bytes(address[1:5], "big") or 1
-                i = tag & mask
-                t = tags[i]
-                while t and t != tag:
-                    i = (i + 1) & mask
-                    t = tags[i]
-                if not t:
-                    continue
+            # the common case first: no slot holds the tag (a new node), no header to read
+            for address in self.table.hits(list(addresses)):
                 for name, offset in self.locate(address):
                     if synced_only and name != own:
                         seg = segments.get(name) if name is not None else None
@@ -1265,9 +1289,7 @@ class _Core:
             size += len(SEGMENT_MAGIC_2)
         zeros = 0
         if (
-            w.end + size > w.filled
-            and size <= PREFILL_SMALL
-            and w.small_run + 1 >= PREFILL_AFTER
+            w.end + size > w.filled and size <= PREFILL_SMALL and w.small_run + 1 >= PREFILL_AFTER
         ):  # extending the file anyway: extend it by zeros too (see PREFILL_AFTER)
             zeros = max(0, min(self._prefill_chunk(), self.segment_size - w.end - size))
             left = zeros

@@ -951,3 +951,83 @@ def test_prefix_size_refuses_bad_input() -> None:
         chunker.prefix_size([1], None, 1)
     with pytest.raises(RuntimeError, match="not initialised"):
         _native().Chunker.__new__(_native().Chunker).prefix_size([], None, 0)
+
+
+# -- the file store's index (store/file.py _Table) ---------------------------------------------
+
+_ADDRESSES = st.binary(min_size=33, max_size=33)
+
+
+def _filled_table(
+    batches: list[list[bytes]], use_native: bool, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    import store.file as file_mod
+
+    monkeypatch.setattr(file_mod, "native", _native() if use_native else None)
+    table = file_mod._Table(capacity=8)  # small: many growths
+    for seg_id, batch in enumerate(batches, start=1):
+        table.add_entries(seg_id, [(a, 100 + 50 * i, 10) for i, a in enumerate(batch)])
+    return table
+
+
+@needs_native
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=st.lists(st.lists(_ADDRESSES, max_size=40), max_size=12),
+    probes=st.lists(_ADDRESSES, max_size=30),
+)
+def test_index_table_c_and_python_fill_identical_arrays(
+    batches: list[list[bytes]], probes: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = _filled_table(batches, True, monkeypatch)
+    py = _filled_table(batches, False, monkeypatch)
+    assert c.used == py.used == sum(map(len, batches))
+    assert c.arrays[2] == py.arrays[2]
+    assert list(c.arrays[0]) == list(py.arrays[0])  # same probing: the same slots
+    assert list(c.arrays[1]) == list(py.arrays[1])
+    stored = [a for batch in batches for a in batch]
+    asked = stored[::3] + probes
+    import store.file as file_mod
+
+    monkeypatch.setattr(file_mod, "native", _native())
+    native_hits = c.hits(asked)
+    monkeypatch.setattr(file_mod, "native", None)
+    assert native_hits == py.hits(asked)
+    # every stored address is a hit, and find() locates each of its records
+    assert set(stored[::3]) <= set(native_hits)
+    for seg_id, batch in enumerate(batches, start=1):
+        for i, a in enumerate(batch):
+            assert (seg_id << file_mod._SEG_SHIFT) | (100 + 50 * i) in c.find(a)
+
+
+@needs_native
+def test_index_table_functions_refuse_bad_input() -> None:
+    from array import array
+
+    import store.file as file_mod
+
+    nat = _native()
+    tags, locs, mask = file_mod._Table._empty(8)
+    good = [(b"\x01" + bytes(32), 5, 1)]
+    with pytest.raises(ValueError, match="no room"):
+        nat.table_insert_entries(tags, locs, mask, 6, 0, good)  # 7 of 8 slots: over 3/4
+    with pytest.raises(TypeError, match=r"entries\[0\]"):
+        nat.table_insert_entries(tags, locs, mask, 0, 0, [(b"\x01", 5, 1)])
+    with pytest.raises(TypeError, match=r"entries\[1\]"):
+        nat.table_insert_entries(tags, locs, mask, 0, 0, [*good, ("x", 5, 1)])
+    assert list(tags) == [0] * 8  # a refused batch inserts nothing
+    with pytest.raises(ValueError, match="power of two"):
+        nat.table_insert_entries(tags, locs, 6, 0, 0, good)
+    with pytest.raises(ValueError, match="power of two"):
+        nat.table_hits(array("Q", bytes(64)), 7, [])  # u64 tags: wrong item size
+    with pytest.raises(TypeError, match=r"addresses\[0\]"):
+        nat.table_hits(tags, mask, [b"abc"])
+    nat.table_insert_entries(tags, locs, mask, 0, 0, good)
+    with pytest.raises(ValueError, match="not empty"):
+        nat.table_rehash(tags, locs, tags, locs, mask)
+    small_tags, small_locs, small_mask = file_mod._Table._empty(1)
+    nat.table_insert_entries(tags, locs, mask, 1, 0, [(b"\x02" + bytes(32), 6, 1)])
+    with pytest.raises(ValueError, match="too small"):
+        nat.table_rehash(tags, locs, small_tags, small_locs, small_mask)
