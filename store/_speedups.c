@@ -262,17 +262,25 @@ keeps_open(uint64_t hash, u128 before, u128 diff)
 static int
 hash_of(Chunker *c, PyObject *key, Py_ssize_t level, uint64_t *out)
 {
-    if (level < 0 || level >= 64) {
+    if (level < 0) {
         PyErr_Format(PyExc_ValueError, "tree level %zd out of range", level);
         return -1;
     }
-    PyObject *seed = c->seeds[level];
-    if (seed == NULL) {
-        seed = c->seeds[level] = PyLong_FromSsize_t(level);
+    PyObject *seed;
+    if (level < 64) {
+        if (c->seeds[level] == NULL) {
+            c->seeds[level] = PyLong_FromSsize_t(level);
+            if (c->seeds[level] == NULL) return -1;
+        }
+        seed = c->seeds[level];
+        Py_INCREF(seed); /* the hash (Python code) could clear the cache */
+    } else {
+        seed = PyLong_FromSsize_t(level); /* levels from 64 up (no real tree): not kept */
         if (seed == NULL) return -1;
     }
     PyObject *args[2] = {key, seed};
     PyObject *h = PyObject_Vectorcall(c->hash, args, 2, NULL);
+    Py_DECREF(seed);
     if (h == NULL) return -1;
     unsigned long long v = PyLong_AsUnsignedLongLong(h);
     Py_DECREF(h);
@@ -307,15 +315,27 @@ ends_node(Chunker *c, PyObject *key, Py_ssize_t level, Py_ssize_t size, Py_ssize
 static int
 check_ready(Chunker *c)
 {
-    if (c->known == NULL) {
+    if (c->known == NULL || c->hash == NULL || c->surv == NULL || c->quick == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Chunker is not initialised");
         return -1;
     }
     return 0;
 }
 
-/* Sizes beyond this are no node's: refusing them keeps the sums below from overflowing. */
+/* Sizes beyond this are no node's: refusing a start size beyond it keeps the chunker's sums
+ * far from overflowing (each step adds one entry's bytes, and a node ends at max_size). */
 #define SIZE_LIMIT ((Py_ssize_t)1 << 40)
+
+/* args[0..n) as Py_ssize_t, stopping at the first that is not an int in range */
+static int
+as_sizes(PyObject *const *args, int n, Py_ssize_t *out)
+{
+    for (int i = 0; i < n; i++) {
+        out[i] = PyLong_AsSsize_t(args[i]);
+        if (out[i] == -1 && PyErr_Occurred()) return -1;
+    }
+    return 0;
+}
 
 static int
 append_cut(PyObject *cuts, Py_ssize_t i)
@@ -339,11 +359,9 @@ Chunker_cut_leaf(Chunker *c, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *keys = args[0], *vals = args[1];
-    Py_ssize_t start = PyLong_AsSsize_t(args[2]);
-    Py_ssize_t size = PyLong_AsSsize_t(args[3]);
-    Py_ssize_t mn = PyLong_AsSsize_t(args[4]);
-    Py_ssize_t mx = PyLong_AsSsize_t(args[5]);
-    if (PyErr_Occurred() || check_ready(c) < 0) return NULL;
+    Py_ssize_t nums[4];
+    if (as_sizes(args + 2, 4, nums) < 0 || check_ready(c) < 0) return NULL;
+    Py_ssize_t start = nums[0], size = nums[1], mn = nums[2], mx = nums[3];
     if (start < 0 || size < 0 || size > SIZE_LIMIT || PyList_GET_SIZE(vals) < PyList_GET_SIZE(keys)) {
         PyErr_SetString(PyExc_ValueError,
                         "cut_leaf: bad start or size, or fewer values than keys");
@@ -396,13 +414,10 @@ Chunker_cut_internal(Chunker *c, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *keys = args[0];
-    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
-    Py_ssize_t size = PyLong_AsSsize_t(args[2]);
-    Py_ssize_t count = PyLong_AsSsize_t(args[3]);
-    Py_ssize_t level = PyLong_AsSsize_t(args[4]);
-    Py_ssize_t mn = PyLong_AsSsize_t(args[5]);
-    Py_ssize_t mx = PyLong_AsSsize_t(args[6]);
-    if (PyErr_Occurred() || check_ready(c) < 0) return NULL;
+    Py_ssize_t nums[6];
+    if (as_sizes(args + 1, 6, nums) < 0 || check_ready(c) < 0) return NULL;
+    Py_ssize_t start = nums[0], size = nums[1], count = nums[2], level = nums[3], mn = nums[4],
+               mx = nums[5];
     if (start < 0 || size < 0 || size > SIZE_LIMIT || count < 0 || count > SIZE_LIMIT) {
         PyErr_SetString(PyExc_ValueError, "cut_internal: bad start, size or count");
         return NULL;
@@ -489,6 +504,10 @@ Chunker_init(Chunker *c, PyObject *args, PyObject *kwds)
 {
     PyObject *surv, *quick, *hash;
     Py_ssize_t max_size, span, leaf_entry, internal_entry;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Chunker takes no keyword arguments");
+        return -1;
+    }
     if (!PyArg_ParseTuple(args, "OOnnOnn", &surv, &quick, &max_size, &span, &hash, &leaf_entry,
                           &internal_entry))
         return -1;
@@ -502,13 +521,19 @@ Chunker_init(Chunker *c, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "Chunker: bad max_size, span or entry overhead");
         return -1;
     }
-    c->s = PyMem_Calloc((size_t)max_size + 1, sizeof(u128));
-    c->q = PyMem_Calloc((size_t)max_size + 1, sizeof(u128));
-    c->known = PyMem_Calloc((size_t)max_size + 1, 1);
-    if (c->s == NULL || c->q == NULL || c->known == NULL) {
+    u128 *s = PyMem_Calloc((size_t)max_size + 1, sizeof(u128));
+    u128 *q = PyMem_Calloc((size_t)max_size + 1, sizeof(u128));
+    unsigned char *known = PyMem_Calloc((size_t)max_size + 1, 1);
+    if (s == NULL || q == NULL || known == NULL) {
+        PyMem_Free(s);
+        PyMem_Free(q);
+        PyMem_Free(known);
         PyErr_NoMemory();
         return -1;
     }
+    c->s = s;
+    c->q = q;
+    c->known = known;
     Py_INCREF(surv);
     Py_INCREF(quick);
     Py_INCREF(hash);
@@ -522,13 +547,31 @@ Chunker_init(Chunker *c, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+/* A Chunker and the table it reads (which holds it) form a cycle: the GC must see it. */
+static int
+Chunker_traverse(Chunker *c, visitproc visit, void *arg)
+{
+    Py_VISIT(c->surv);
+    Py_VISIT(c->quick);
+    Py_VISIT(c->hash);
+    return 0;
+}
+
+static int
+Chunker_clear(Chunker *c)
+{
+    Py_CLEAR(c->surv);
+    Py_CLEAR(c->quick);
+    Py_CLEAR(c->hash);
+    for (int i = 0; i < 64; i++) Py_CLEAR(c->seeds[i]);
+    return 0;
+}
+
 static void
 Chunker_dealloc(Chunker *c)
 {
-    Py_XDECREF(c->surv);
-    Py_XDECREF(c->quick);
-    Py_XDECREF(c->hash);
-    for (int i = 0; i < 64; i++) Py_XDECREF(c->seeds[i]);
+    PyObject_GC_UnTrack(c);
+    Chunker_clear(c);
     PyMem_Free(c->s);
     PyMem_Free(c->q);
     PyMem_Free(c->known);
@@ -550,7 +593,9 @@ static PyMethodDef Chunker_methods[] = {
 static PyTypeObject ChunkerType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "store._speedups.Chunker",
     .tp_basicsize = sizeof(Chunker),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Chunker_traverse,
+    .tp_clear = (inquiry)Chunker_clear,
     .tp_doc = "The chunker's decisions over one table (see store/tree.py).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Chunker_init,

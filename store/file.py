@@ -643,9 +643,10 @@ class _Writer:
     dir_synced: bool = False
     broken: bool = False  # a write or sync failed: never append here again
     small_run: int = 0  # batches of at most PREFILL_SMALL bytes written in a row
-    # zeros written ahead (see PREFILL_AFTER): the file's bytes before ``filled`` exist
-    # (batches, then zeros) and are synced
+    # zeros written ahead (see PREFILL_AFTER): the file's bytes before ``filled`` were
+    # written (batches, then zeros) and synced by this writer
     filled: int = 0
+    prefill_off: bool = False  # writing zeros failed here (a full disk): no more
     # set while a batch is written and recorded: still set afterwards means an exception
     # (a KeyboardInterrupt on the event loop's thread) left the memory state behind the
     # file, so it is read back from the file before anything more is written (_reconcile)
@@ -1287,19 +1288,16 @@ class _Core:
         if not w.end:
             parts.insert(0, SEGMENT_MAGIC_2)
             size += len(SEGMENT_MAGIC_2)
-        zeros = 0
-        if (
-            w.end + size > w.filled and size <= PREFILL_SMALL and w.small_run + 1 >= PREFILL_AFTER
-        ):  # extending the file anyway: extend it by zeros too (see PREFILL_AFTER)
-            zeros = max(0, min(self._prefill_chunk(), self.segment_size - w.end - size))
-            left = zeros
-            while left:
-                piece = min(left, len(_ZEROS))
-                parts.append(_ZEROS if piece == len(_ZEROS) else _ZEROS[:piece])
-                left -= piece
+        zeros = self._zeros_after(w, w.end + size, size)
         w.suspect = True
         try:
-            self._write_synced(w, parts)
+            _pwritev_all(w.fd, parts, w.end)
+            if zeros:
+                zeros = self._write_zeros(w, w.end + size, zeros)
+            self._sync_fd(w.fd)
+            if not w.dir_synced:
+                self._sync_dir(self.nodes_dir)
+                w.dir_synced = True
             w.filled = max(w.filled, w.end + size + zeros)
         except OSError as exc:
             # Whatever reached the file after w.end is not acknowledged; never append after it.
@@ -1321,12 +1319,33 @@ class _Core:
         if zeros:
             self._count("prefill_bytes", zeros)
 
-    def _write_synced(self, w: _Writer, parts: Sequence[bytes | bytearray]) -> None:
-        _pwritev_all(w.fd, parts, w.end)
-        self._sync_fd(w.fd)
-        if not w.dir_synced:
-            self._sync_dir(self.nodes_dir)
-            w.dir_synced = True
+    def _zeros_after(self, w: _Writer, end: int, size: int) -> int:
+        """How many zeros to write after a batch of ``size`` bytes that ends at ``end``: a
+        chunk if the batch grows the file and ``w`` writes small batches (PREFILL_AFTER)."""
+        if (
+            end <= w.filled
+            or size > PREFILL_SMALL
+            or w.small_run + 1 < PREFILL_AFTER
+            or w.prefill_off
+        ):
+            return 0
+        return max(0, min(self._prefill_chunk(), self.segment_size - end))
+
+    def _write_zeros(self, w: _Writer, at: int, count: int) -> int:
+        """Write ``count`` zeros at ``at`` (after a batch, before its sync); the count written.
+        Zeros are only an optimisation: if they do not fit (a full disk, a file size limit),
+        the file is cut back to ``at`` and ``w`` writes no more of them, and the batch goes on."""
+        full, rest = divmod(count, len(_ZEROS))
+        try:
+            _pwritev_all(w.fd, [_ZEROS] * full + ([_ZEROS[:rest]] if rest else []), at)
+            return count
+        except OSError:
+            w.prefill_off = True
+            try:
+                os.ftruncate(w.fd, at)
+            except OSError:
+                pass  # zeros left after the batch are no batch: harmless
+            return 0
 
     def _prefill_chunk(self) -> int:
         return min(PREFILL_CHUNK, max(4096, self.segment_size // 8))
@@ -1335,6 +1354,9 @@ class _Core:
         """Read back ``w``'s segment after an interrupted batch (``w.suspect``): the batch
         may be durable, and other processes may have read its ref record, so it must be
         indexed (and sealed) like every batch before it, as a crash repair would."""
+        # the interrupted batch may not be synced yet: make it durable before it is indexed,
+        # sealed, or its ref record trusted (as _follow does for another writer's segment)
+        self._sync_fd_now(w.fd)
         entries, refs, end = self._scan(w.fd, 0)
         self._add_entries(w.seg, [e for e in entries if e[1] >= w.end])
         w.idx = bytearray(_pack_entries(entries))
@@ -1346,13 +1368,14 @@ class _Core:
 
     def _retire(self, w: _Writer) -> None:
         """Cut ``w``'s zeros off the file (sealed or closed)."""
-        if w.suspect:
+        if w.suspect or w.broken:
             return  # its end is not known here: zeros after it are harmless anyway
-        if w.filled > w.end and not w.broken:
-            try:
+        try:
+            # (the file's size, not ``filled``: an interruption may have left that behind)
+            if os.fstat(w.fd).st_size > w.end:
                 os.ftruncate(w.fd, w.end)
-            except OSError:
-                pass  # zeros after the last batch are never read as one: harmless
+        except OSError:
+            pass  # zeros after the last batch are never read as one: harmless
 
     def _new_segment(self) -> _Writer:
         self._seq += 1
@@ -1652,6 +1675,9 @@ class _Core:
             or w.suspect
             or reach >= self.segment_size
             or w.count + len(staged) >= self.segment_records
+            # a batch that grows the file writes ~1 MiB of zeros too (PREFILL_AFTER): a
+            # worker's job, not the loop's
+            or self._zeros_after(w, reach, size)
             or any(not seg.sealed and seg.name != w.seg.name for seg in self.segments.values())
         ):
             return None

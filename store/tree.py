@@ -72,6 +72,8 @@ _SCALE_BITS = 96
 _SURVIVAL_BYTES = 13  # S[0] = 2**96 takes 97 bits
 # Entries up to this many bytes are first tested against _Quick's bound (see there)
 _QUICK_SPAN = 128
+# The largest max_size the C chunker serves (its tables take ~33 bytes a size)
+_NATIVE_MAX_SIZE = 1 << 20
 # The survival table of the default TreeConfig, computed once by survival_table_bytes() and
 # shipped (tests/store/test_chunker_table.py recomputes it): a process's first edits would
 # otherwise spend ~15 us of decimal arithmetic on every node size they meet for the first time
@@ -99,9 +101,10 @@ class _Survival(dict[int, int]):
         self._shipped = shipped if ok else None
         self.quick = _Quick(self)
         # the C chunker (store/_speedups.c) reads S and Q from these tables as it needs them
+        # (and keeps them in arrays of 33 bytes a size: larger configurations stay in Python)
         self.native: Any = (
             None
-            if _native is None
+            if _native is None or max_size > _NATIVE_MAX_SIZE
             else _native.Chunker(
                 self, self.quick, max_size, _QUICK_SPAN, _hash, _LEAF_ENTRY, _INTERNAL_ENTRY
             )

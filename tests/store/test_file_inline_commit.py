@@ -16,7 +16,7 @@ import pytest
 import store.file
 from store.codec import address_of
 from store.errors import CorruptNode
-from store.file import INLINE_BYTES, FileStore
+from store.file import INLINE_BYTES, PREFILL_AFTER, FileStore
 
 
 @pytest.fixture(autouse=True)
@@ -251,3 +251,22 @@ async def test_nodes_in_another_live_writers_segment_are_written_again(tmp_path:
         assert a.stats["nodes_written"] == before  # skipped: durable elsewhere
     finally:
         await a.aclose()
+
+
+async def test_a_commit_that_writes_zeros_ahead_goes_to_a_worker(tmp_path: Path) -> None:
+    """The batch that grows the file writes ~1 MiB of zeros with it (PREFILL_AFTER): not on
+    the loop's thread. The commits after it, inside the zeros, are inline again."""
+    store = await opened(tmp_path)
+    try:
+        i = 0
+        while store.stats["prefill_bytes"] == 0:
+            i += 1
+            inline = store.stats["cas_inline"]
+            assert await commit(store, i)
+            assert i <= PREFILL_AFTER + 1
+        assert store.stats["cas_inline"] == inline  # the one that wrote the zeros
+        for j in range(i + 1, i + 6):
+            assert await commit(store, j)
+        assert store.stats["cas_inline"] == inline + 5
+    finally:
+        await store.aclose()

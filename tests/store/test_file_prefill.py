@@ -204,3 +204,65 @@ async def test_a_scan_in_pieces_finds_what_one_read_would(tmp_path: Path, victim
                     assert await again.get(address) == data
     finally:
         await again.aclose()
+
+
+FULL_DISK = textwrap.dedent(
+    """
+    import asyncio, resource, signal, sys
+    sys.path.insert(0, sys.argv[2])
+    from tests.store.test_file_prefill import node
+    from store.file import PREFILL_AFTER, FileStore
+
+    async def main(url):
+        a = await FileStore.open(url)
+        b = await FileStore.open(url)  # another object, reading a's live segment
+        head = None
+        for i in range(PREFILL_AFTER - 1):
+            address, data = node(i)
+            a.stage({address: data})
+            assert await a.cas_ref("main", head, b"head %d" % i)
+            head = b"head %d" % i
+        # a nearly full disk: room for the next commit (~400 bytes), not for 1 MiB of zeros
+        # (a file size limit; SIGXFSZ ignored, so the write fails with EFBIG instead)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        size = a._core.writer.end
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 64 * 1024, resource.RLIM_INFINITY))
+        for i in range(PREFILL_AFTER - 1, PREFILL_AFTER + 40):
+            address, data = node(i)
+            a.stage({address: data})
+            assert await a.cas_ref("main", head, b"head %d" % i), i
+            head = b"head %d" % i
+            assert await b.get_ref("main") == head
+        print(a.stats["prefill_bytes"], a._core.writer.prefill_off, flush=True)
+        await a.aclose()
+        await b.aclose()
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+@pytest.mark.timeout(120)
+async def test_zeros_that_do_not_fit_are_skipped_and_the_commit_goes_on(tmp_path: Path) -> None:
+    url = (tmp_path / "db").as_uri()
+    done = await anyio.to_thread.run_sync(
+        lambda: subprocess.run(
+            [sys.executable, "-c", FULL_DISK, url, str(ROOT)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            check=False,
+        )
+    )
+    assert done.returncode == 0, done.stderr
+    prefill_bytes, off = done.stdout.split()
+    assert (int(prefill_bytes), off) == (0, "True")  # tried once, then no more
+    store = await FileStore.open(url)
+    try:
+        assert await store.get_ref("main") == b"head %d" % (PREFILL_AFTER + 39)
+        assert await store.missing([node(i)[0] for i in range(PREFILL_AFTER + 40)]) == set()
+    finally:
+        await store.aclose()
+    for segment in segment_files(tmp_path / "db"):
+        assert segment.stat().st_size == idx_end(tmp_path / "db", segment)  # no zeros left

@@ -763,9 +763,13 @@ def test_bad_arguments_raise() -> None:
         c.cut_internal([b"a", 1], 0, 0, 0, 1, 0, 256)
     with pytest.raises(ValueError):
         c.cut_internal([b"a"], -1, 0, 0, 1, 0, 256)
-    for level in (-1, 64, 2**40):  # the hash seed must be a level 0..63
-        with pytest.raises(ValueError):
-            c.cut_internal([b"a"], 0, 0, 0, level, 0, 256)
+    with pytest.raises(ValueError):
+        c.cut_internal([b"a"], 0, 0, 0, -1, 0, 256)
+    for level in (63, 64, 100, 2**40):  # no real tree is that tall; still the Python result
+        keys = [bytes([i]) * 9 for i in range(40)]
+        assert c.cut_internal(keys, 0, 0, 0, level, 0, 256) == _cut_internal(
+            keys, 0, 0, 0, level, 0, 256, surv
+        )
     # the Chunker itself
     for args in [(), (surv, surv.quick, 256, _QUICK_SPAN, tree_mod._hash, _LEAF_ENTRY)]:
         with pytest.raises(TypeError):
@@ -1031,3 +1035,23 @@ def test_index_table_functions_refuse_bad_input() -> None:
     nat.table_insert_entries(tags, locs, mask, 1, 0, [(b"\x02" + bytes(32), 6, 1)])
     with pytest.raises(ValueError, match="too small"):
         nat.table_rehash(tags, locs, small_tags, small_locs, small_mask)
+
+
+@needs_native
+def test_a_table_and_its_chunker_are_collected() -> None:
+    import gc
+    import weakref
+
+    table = _Survival(4096, 16384)
+    assert table.native is not None
+    table.native.cut_leaf([b"k" * 600], [b"v"], 0, 0, 512, 16384)  # reads entries
+    gone = weakref.ref(table)
+    del table
+    gc.collect()
+    assert gone() is None  # the table <-> chunker cycle is visible to the GC
+
+
+def test_configurations_too_large_for_the_c_tables_use_python() -> None:
+    big = _Survival(1 << 20, (1 << 20) + 1)
+    assert big.native is None
+    assert _Survival(4096, 1 << 20).native is not None or store.speedups.native is None
