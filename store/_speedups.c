@@ -807,7 +807,653 @@ fail:
     return NULL;
 }
 
+/* ------------------------------------------------------------------ one level of a tree edit */
+
+/* store/tree.py Tree._edit_level for a level whose nodes are all in the node cache: the
+ * same walk, the same chunker decisions, the same nodes (made by the same make_leaf /
+ * make_internal). A node that is not cached ends the call: the caller loads it and calls
+ * again (nothing is kept from the failed call). */
+
+static PyObject *s_level, *s_keys, *s_values, *s_children, *s_counts, *s_address, *s_count;
+
+#define MAX_PATH 64
+
+typedef struct {
+    PyObject *node;     /* strong */
+    PyObject *cols[3];  /* strong: keys, values (leaf) | keys, children, counts (internal) */
+    Py_ssize_t level;
+} NodeView;
+
+static void
+view_clear(NodeView *v)
+{
+    Py_CLEAR(v->node);
+    for (int c = 0; c < 3; c++) Py_CLEAR(v->cols[c]);
+}
+
+/* Fill ``v`` from a Node (new references); ncol 2: a leaf's columns, 3: an internal's. */
+static int
+view_of(PyObject *node, int ncol, NodeView *v)
+{
+    memset(v, 0, sizeof(*v));
+    PyObject *lv = PyObject_GetAttr(node, s_level);
+    if (lv == NULL) return -1;
+    v->level = PyLong_AsSsize_t(lv);
+    Py_DECREF(lv);
+    if (v->level == -1 && PyErr_Occurred()) return -1;
+    Py_INCREF(node);
+    v->node = node;
+    PyObject *names[3] = {s_keys, ncol == 2 ? s_values : s_children, s_counts};
+    for (int c = 0; c < ncol; c++) {
+        v->cols[c] = PyObject_GetAttr(node, names[c]);
+        if (v->cols[c] == NULL) goto fail;
+        if (!PyList_CheckExact(v->cols[c])) {
+            PyErr_SetString(PyExc_TypeError, "edit_level: a node's fields must be lists");
+            goto fail;
+        }
+    }
+    if (PyList_GET_SIZE(v->cols[1]) != PyList_GET_SIZE(v->cols[0]) ||
+        (ncol == 3 && PyList_GET_SIZE(v->cols[2]) != PyList_GET_SIZE(v->cols[0]))) {
+        PyErr_SetString(PyExc_ValueError, "edit_level: a node's lists differ in length");
+        goto fail;
+    }
+    return 0;
+fail:
+    view_clear(v);
+    return -1;
+}
+
+/* a < b for two bytes objects; -1 if either is not bytes */
+static int
+bytes_lt(PyObject *a, PyObject *b)
+{
+    if (!PyBytes_CheckExact(a) || !PyBytes_CheckExact(b)) {
+        PyErr_SetString(PyExc_TypeError, "edit_level: keys must be bytes");
+        return -1;
+    }
+    Py_ssize_t la = PyBytes_GET_SIZE(a), lb = PyBytes_GET_SIZE(b);
+    int r = memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), (size_t)(la < lb ? la : lb));
+    return r < 0 || (r == 0 && la < lb);
+}
+
+static Py_ssize_t
+bisect_bytes(PyObject *list, PyObject *key, Py_ssize_t lo, Py_ssize_t hi, int right)
+{
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        int lt = right ? bytes_lt(key, PyList_GET_ITEM(list, mid))
+                       : bytes_lt(PyList_GET_ITEM(list, mid), key);
+        if (lt < 0) return -1;
+        if (right ? lt : !lt)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+typedef struct {
+    Chunker *chunker;
+    PyObject *load_cached, *make_leaf, *make_internal, *level_obj;
+    Py_ssize_t level, mn, mx, visits;
+    int ncol; /* 2 leaf, 3 internal */
+    PyObject *emitted; /* list of (node, data) */
+    PyObject *missing; /* the address not cached, when a load failed that way */
+} EditState;
+
+/* The cached node at ``address`` (new reference), NULL with st->missing set if it is not
+ * cached, NULL with an exception on error. */
+static PyObject *
+load_node(EditState *st, PyObject *address)
+{
+    PyObject *node = PyObject_CallOneArg(st->load_cached, address);
+    if (node == NULL) return NULL;
+    if (node == Py_None) {
+        Py_DECREF(node);
+        Py_INCREF(address);
+        st->missing = address;
+        return NULL;
+    }
+    st->visits++;
+    return node;
+}
+
+/* make a node of cols[c][a:b] (whole lists if they are exactly that), append its ref
+ * (last key, address, count) to ``out`` and (node, data) to st->emitted */
+static int
+emit(EditState *st, PyObject **cols, Py_ssize_t a, Py_ssize_t b, PyObject *out)
+{
+    PyObject *part[3] = {NULL, NULL, NULL}, *made = NULL, *address = NULL, *count = NULL;
+    int rc = -1;
+    Py_ssize_t len = PyList_GET_SIZE(cols[0]);
+    for (int c = 0; c < st->ncol; c++) {
+        if (a == 0 && b == len) {
+            Py_INCREF(cols[c]);
+            part[c] = cols[c];
+        } else {
+            part[c] = PyList_GetSlice(cols[c], a, b);
+            if (part[c] == NULL) goto done;
+        }
+    }
+    if (st->ncol == 2) {
+        made = PyObject_CallFunctionObjArgs(st->make_leaf, part[0], part[1], NULL);
+    } else {
+        made = PyObject_CallFunctionObjArgs(st->make_internal, st->level_obj, part[0], part[1],
+                                            part[2], NULL);
+    }
+    if (made == NULL) goto done;
+    if (!PyTuple_CheckExact(made) || PyTuple_GET_SIZE(made) != 2) {
+        PyErr_SetString(PyExc_TypeError, "edit_level: make_* must return (node, data)");
+        goto done;
+    }
+    if (PyList_Append(st->emitted, made) < 0) goto done;
+    address = PyObject_GetAttr(PyTuple_GET_ITEM(made, 0), s_address);
+    if (address == NULL) goto done;
+    count = PyObject_GetAttr(PyTuple_GET_ITEM(made, 0), s_count);
+    if (count == NULL) goto done;
+    PyObject *last = PyList_GET_ITEM(part[0], PyList_GET_SIZE(part[0]) - 1);
+    PyObject *ref = PyTuple_Pack(3, last, address, count);
+    if (ref == NULL) goto done;
+    rc = PyList_Append(out, ref);
+    Py_DECREF(ref);
+done:
+    for (int c = 0; c < 3; c++) Py_XDECREF(part[c]);
+    Py_XDECREF(made);
+    Py_XDECREF(address);
+    Py_XDECREF(count);
+    return rc;
+}
+
+/* the entry an edit puts at a slot: column c of (key, value) or (key, (address, count)) */
+static PyObject *
+edit_item(EditState *st, PyObject *key, PyObject *value, int c)
+{
+    if (c == 0) return key;
+    if (st->ncol == 2) return value;
+    return PyTuple_GET_ITEM(value, c - 1);
+}
+
+/* The node's columns with the edits ekeys/evals[lo:hi) applied (new lists in mk). */
+static int
+apply_edits(EditState *st, NodeView *nv, PyObject *ekeys, PyObject *evals, Py_ssize_t lo,
+            Py_ssize_t hi, PyObject **mk)
+{
+    int ncol = st->ncol;
+    PyObject *keys = nv->cols[0];
+    Py_ssize_t m = PyList_GET_SIZE(keys);
+    for (int c = 0; c < ncol; c++) {
+        mk[c] = PyList_New(0);
+        if (mk[c] == NULL) return -1;
+    }
+    Py_ssize_t i = 0, x = lo;
+    while (i < m || x < hi) {
+        int take_node, take_edit;
+        if (x == hi) {
+            take_node = 1;
+            take_edit = 0;
+        } else if (i == m) {
+            take_node = 0;
+            take_edit = 1;
+        } else {
+            PyObject *k = PyList_GET_ITEM(keys, i), *e = PyList_GET_ITEM(ekeys, x);
+            int lt = bytes_lt(k, e);
+            if (lt < 0) return -1;
+            if (lt) {
+                take_node = 1;
+                take_edit = 0;
+            } else {
+                int gt = bytes_lt(e, k);
+                if (gt < 0) return -1;
+                take_edit = 1;
+                take_node = 0;
+                if (!gt) i++; /* the same key: the edit replaces (or deletes) the entry */
+            }
+        }
+        if (take_node) {
+            for (int c = 0; c < ncol; c++)
+                if (PyList_Append(mk[c], PyList_GET_ITEM(nv->cols[c], i)) < 0) return -1;
+            i++;
+        } else if (take_edit) {
+            PyObject *v = PyList_GET_ITEM(evals, x);
+            if (v != Py_None) {
+                if (ncol == 3 && (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 2)) {
+                    PyErr_SetString(PyExc_TypeError,
+                                    "edit_level: an internal edit is (address, count) or None");
+                    return -1;
+                }
+                PyObject *key = PyList_GET_ITEM(ekeys, x);
+                for (int c = 0; c < ncol; c++)
+                    if (PyList_Append(mk[c], edit_item(st, key, v, c)) < 0) return -1;
+            }
+            x++;
+        }
+    }
+    return 0;
+}
+
+/* size (and count) of an open node holding cols[...][0:start) */
+static Py_ssize_t
+prefix_of(EditState *st, PyObject **cols, Py_ssize_t start)
+{
+    Py_ssize_t size = 0;
+    for (Py_ssize_t i = 0; i < start; i++) {
+        PyObject *k = PyList_GET_ITEM(cols[0], i);
+        if (!PyBytes_CheckExact(k)) {
+            PyErr_SetString(PyExc_TypeError, "edit_level: keys must be bytes");
+            return -1;
+        }
+        size += PyBytes_GET_SIZE(k);
+        if (st->ncol == 2) {
+            PyObject *v = PyList_GET_ITEM(cols[1], i);
+            if (!PyBytes_CheckExact(v)) {
+                PyErr_SetString(PyExc_TypeError, "edit_level: values must be bytes");
+                return -1;
+            }
+            size += PyBytes_GET_SIZE(v) + st->chunker->leaf_entry;
+        } else {
+            size += st->chunker->internal_entry;
+        }
+    }
+    return size;
+}
+
+/* the chunker over wk[start:], as _cut_leaf / _cut_internal: cut positions appended to
+ * ``cuts`` (a Python list of ints), size/count updated */
+static int
+cut_cols(EditState *st, PyObject **wk, Py_ssize_t start, Py_ssize_t *size, Py_ssize_t *count,
+         PyObject *cuts)
+{
+    Chunker *c = st->chunker;
+    PyObject *keys = wk[0];
+    Py_ssize_t mn = st->mn, mx = st->mx;
+    for (Py_ssize_t i = start; i < PyList_GET_SIZE(keys); i++) {
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        if (!PyBytes_CheckExact(k)) {
+            PyErr_SetString(PyExc_TypeError, "edit_level: keys must be bytes");
+            return -1;
+        }
+        Py_ssize_t s1;
+        if (st->ncol == 2) {
+            PyObject *v = PyList_GET_ITEM(wk[1], i);
+            if (!PyBytes_CheckExact(v)) {
+                PyErr_SetString(PyExc_TypeError, "edit_level: values must be bytes");
+                return -1;
+            }
+            s1 = *size + PyBytes_GET_SIZE(k) + PyBytes_GET_SIZE(v) + c->leaf_entry;
+            if (s1 < mn) {
+                *size = s1;
+                continue;
+            }
+            if (s1 < mx) {
+                Py_INCREF(k);
+                int end = ends_node(c, k, 0, *size, s1);
+                Py_DECREF(k);
+                if (end < 0) return -1;
+                if (!end) {
+                    *size = s1;
+                    continue;
+                }
+            }
+            if (append_cut(cuts, i + 1) < 0) return -1;
+            *size = 0;
+        } else {
+            s1 = *size + PyBytes_GET_SIZE(k) + c->internal_entry;
+            *count += 1;
+            if (s1 >= mn) {
+                int end = 1;
+                if (s1 < mx) {
+                    Py_INCREF(k);
+                    end = ends_node(c, k, st->level, *size, s1);
+                    Py_DECREF(k);
+                    if (end < 0) return -1;
+                }
+                if (end && *count > 1) {
+                    if (append_cut(cuts, i + 1) < 0) return -1;
+                    *size = *count = 0;
+                    continue;
+                }
+            }
+            *size = s1;
+        }
+    }
+    return 0;
+}
+
+static void
+cols_clear(PyObject **cols)
+{
+    for (int c = 0; c < 3; c++) Py_CLEAR(cols[c]);
+}
+
+/* One run: from the node holding ekeys[*ei] to where the new nodes end where old ones did.
+ * Updates ``parent`` (and *top at the root's level). 0 ok, -1 error or missing node. */
+static int
+edit_run(EditState *st, PyObject *root, Py_ssize_t root_level, PyObject *ekeys, PyObject *evals,
+         Py_ssize_t *ei_io, PyObject *parent, PyObject **top)
+{
+    int ncol = st->ncol, rc = -1;
+    Py_ssize_t n = PyList_GET_SIZE(ekeys), ei = *ei_io;
+    NodeView path[MAX_PATH];
+    Py_ssize_t pidx[MAX_PATH];
+    int depth = 0;
+    NodeView nv;
+    memset(&nv, 0, sizeof(nv));
+    PyObject *old = PyList_New(0), *new = PyList_New(0), *cuts = NULL;
+    PyObject *ck[3] = {NULL, NULL, NULL}, *mk[3] = {NULL, NULL, NULL}, *wk[3] = {NULL, NULL, NULL};
+    Py_ssize_t size = 0, count = 0;
+    if (old == NULL || new == NULL) goto done;
+    /* descend to the node of this level holding ekeys[ei] */
+    PyObject *node = root;
+    Py_INCREF(node);
+    Py_ssize_t nlevel = root_level;
+    PyObject *key = PyList_GET_ITEM(ekeys, ei);
+    while (nlevel > st->level) {
+        if (depth >= MAX_PATH) {
+            Py_DECREF(node);
+            PyErr_SetString(PyExc_ValueError, "edit_level: tree too deep");
+            goto done;
+        }
+        if (view_of(node, 3, &path[depth]) < 0) {
+            Py_DECREF(node);
+            goto done;
+        }
+        Py_DECREF(node);
+        PyObject *pk = path[depth].cols[0];
+        Py_ssize_t i = bisect_bytes(pk, key, 0, PyList_GET_SIZE(pk), 0);
+        if (i < 0) {
+            depth++;
+            goto done;
+        }
+        if (i == PyList_GET_SIZE(pk)) i -= 1;
+        if (i < 0) {
+            depth++;
+            PyErr_SetString(PyExc_ValueError, "edit_level: an empty internal node");
+            goto done;
+        }
+        pidx[depth] = i;
+        depth++;
+        node = load_node(st, PyList_GET_ITEM(path[depth - 1].cols[1], i));
+        if (node == NULL) goto done;
+        PyObject *lv = PyObject_GetAttr(node, s_level);
+        if (lv == NULL) {
+            Py_DECREF(node);
+            goto done;
+        }
+        nlevel = PyLong_AsSsize_t(lv);
+        Py_DECREF(lv);
+        if (nlevel == -1 && PyErr_Occurred()) {
+            Py_DECREF(node);
+            goto done;
+        }
+    }
+    if (view_of(node, ncol, &nv) < 0) {
+        Py_DECREF(node);
+        goto done;
+    }
+    Py_DECREF(node);
+    for (;;) {
+        if (PyList_Append(old, nv.node) < 0) goto done;
+        int last = 1;
+        for (int d = 0; d < depth; d++) {
+            if (pidx[d] != PyList_GET_SIZE(path[d].cols[0]) - 1) {
+                last = 0;
+                break;
+            }
+        }
+        PyObject *keys = nv.cols[0];
+        Py_ssize_t m = PyList_GET_SIZE(keys), ej, same;
+        if (last || m == 0) {
+            ej = n;
+        } else {
+            ej = bisect_bytes(ekeys, PyList_GET_ITEM(keys, m - 1), ei, n, 1);
+            if (ej < 0) goto done;
+        }
+        if (ej > ei) {
+            same = bisect_bytes(keys, PyList_GET_ITEM(ekeys, ei), 0, m, 0);
+            if (same < 0) goto done;
+            if (apply_edits(st, &nv, ekeys, evals, ei, ej, mk) < 0) goto done;
+            ei = ej;
+        } else {
+            for (int c = 0; c < ncol; c++) {
+                Py_INCREF(nv.cols[c]);
+                mk[c] = nv.cols[c];
+            }
+            same = m;
+        }
+        Py_ssize_t start;
+        if (ck[0] != NULL && PyList_GET_SIZE(ck[0]) > 0) {
+            start = PyList_GET_SIZE(ck[0]);
+            for (int c = 0; c < ncol; c++) {
+                wk[c] = PySequence_Concat(ck[c], mk[c]);
+                if (wk[c] == NULL) goto done;
+            }
+            cols_clear(mk);
+        } else {
+            start = m ? (same < m - 1 ? same : m - 1) : 0;
+            for (int c = 0; c < ncol; c++) {
+                wk[c] = mk[c];
+                mk[c] = NULL;
+            }
+            if (start) {
+                size = prefix_of(st, nv.cols, start);
+                if (size < 0) goto done;
+                if (ncol == 3) count = start;
+            }
+        }
+        cols_clear(ck);
+        cuts = PyList_New(0);
+        if (cuts == NULL) goto done;
+        if (cut_cols(st, wk, start, &size, &count, cuts) < 0) goto done;
+        Py_ssize_t a = 0, ncuts = PyList_GET_SIZE(cuts), wlen = PyList_GET_SIZE(wk[0]);
+        for (Py_ssize_t j = 0; j < ncuts; j++) {
+            Py_ssize_t b = PyLong_AsSsize_t(PyList_GET_ITEM(cuts, j));
+            if (emit(st, wk, a, b, new) < 0) goto done;
+            a = b;
+        }
+        Py_CLEAR(cuts);
+        for (int c = 0; c < ncol; c++) {
+            if (a) {
+                ck[c] = PyList_GetSlice(wk[c], a, wlen);
+                if (ck[c] == NULL) goto done;
+            } else {
+                ck[c] = wk[c];
+                Py_INCREF(ck[c]);
+            }
+        }
+        cols_clear(wk);
+        Py_ssize_t clen = PyList_GET_SIZE(ck[0]);
+        if (last) {
+            if (clen && emit(st, ck, 0, clen, new) < 0) goto done;
+            break;
+        }
+        if (!clen) break; /* our boundary coincides with an old one */
+        /* on to the next node of the level */
+        int d = depth - 1;
+        while (d >= 0 && pidx[d] == PyList_GET_SIZE(path[d].cols[0]) - 1) d--;
+        if (d < 0) {
+            PyErr_SetString(PyExc_ValueError, "edit_level: no next node");
+            goto done;
+        }
+        pidx[d] += 1;
+        for (int e = d + 1; e < depth; e++) view_clear(&path[e]);
+        depth = d + 1;
+        view_clear(&nv);
+        node = load_node(st, PyList_GET_ITEM(path[d].cols[1], pidx[d]));
+        if (node == NULL) goto done;
+        for (;;) {
+            PyObject *lv = PyObject_GetAttr(node, s_level);
+            if (lv == NULL) {
+                Py_DECREF(node);
+                goto done;
+            }
+            nlevel = PyLong_AsSsize_t(lv);
+            Py_DECREF(lv);
+            if (nlevel == -1 && PyErr_Occurred()) {
+                Py_DECREF(node);
+                goto done;
+            }
+            if (nlevel <= st->level) break;
+            if (depth >= MAX_PATH) {
+                Py_DECREF(node);
+                PyErr_SetString(PyExc_ValueError, "edit_level: tree too deep");
+                goto done;
+            }
+            if (view_of(node, 3, &path[depth]) < 0) {
+                Py_DECREF(node);
+                goto done;
+            }
+            Py_DECREF(node);
+            pidx[depth] = 0;
+            depth++;
+            if (PyList_GET_SIZE(path[depth - 1].cols[1]) == 0) {
+                PyErr_SetString(PyExc_ValueError, "edit_level: an empty internal node");
+                goto done;
+            }
+            node = load_node(st, PyList_GET_ITEM(path[depth - 1].cols[1], 0));
+            if (node == NULL) goto done;
+        }
+        if (view_of(node, ncol, &nv) < 0) {
+            Py_DECREF(node);
+            goto done;
+        }
+        Py_DECREF(node);
+    }
+    /* the run rewrote its nodes identically: nothing changes above */
+    Py_ssize_t nold = PyList_GET_SIZE(old);
+    int same_nodes = PyList_GET_SIZE(new) == nold;
+    for (Py_ssize_t j = 0; same_nodes && j < nold; j++) {
+        PyObject *addr = PyObject_GetAttr(PyList_GET_ITEM(old, j), s_address);
+        if (addr == NULL) goto done;
+        int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(PyList_GET_ITEM(new, j), 1), addr, Py_EQ);
+        Py_DECREF(addr);
+        if (eq < 0) goto done;
+        same_nodes = eq;
+    }
+    if (!same_nodes) {
+        if (st->level == root_level) {
+            Py_INCREF(new);
+            Py_XSETREF(*top, new);
+        }
+        for (Py_ssize_t j = 0; j < nold; j++) {
+            PyObject *ok = PyObject_GetAttr(PyList_GET_ITEM(old, j), s_keys);
+            if (ok == NULL) goto done;
+            if (!PyList_CheckExact(ok)) {
+                Py_DECREF(ok);
+                PyErr_SetString(PyExc_TypeError, "edit_level: a node's keys must be a list");
+                goto done;
+            }
+            Py_ssize_t len = PyList_GET_SIZE(ok);
+            int r = len ? PyDict_SetItem(parent, PyList_GET_ITEM(ok, len - 1), Py_None) : 0;
+            Py_DECREF(ok);
+            if (r < 0) goto done;
+        }
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(new); j++) {
+            PyObject *ref = PyList_GET_ITEM(new, j);
+            PyObject *pair = PyTuple_Pack(2, PyTuple_GET_ITEM(ref, 1), PyTuple_GET_ITEM(ref, 2));
+            if (pair == NULL) goto done;
+            int r = PyDict_SetItem(parent, PyTuple_GET_ITEM(ref, 0), pair);
+            Py_DECREF(pair);
+            if (r < 0) goto done;
+        }
+    }
+    *ei_io = ei;
+    rc = 0;
+done:
+    for (int d = 0; d < depth; d++) view_clear(&path[d]);
+    view_clear(&nv);
+    cols_clear(ck);
+    cols_clear(mk);
+    cols_clear(wk);
+    Py_XDECREF(cuts);
+    Py_XDECREF(old);
+    Py_XDECREF(new);
+    return rc;
+}
+
+/* edit_level(chunker, load_cached, make_leaf, make_internal, root, level, ekeys, evals, mn, mx)
+ * -> (parent_keys, parent_values, top, emitted, visits), or the address of a node that
+ * is not cached (bytes). */
+static PyObject *
+edit_level(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "edit_level(chunker, load_cached, make_leaf, "
+                                         "make_internal, root, level, ekeys, evals, mn, mx)");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], &ChunkerType)) {
+        PyErr_SetString(PyExc_TypeError, "edit_level: chunker must be a Chunker");
+        return NULL;
+    }
+    EditState st;
+    memset(&st, 0, sizeof(st));
+    st.chunker = (Chunker *)args[0];
+    if (check_ready(st.chunker) < 0) return NULL;
+    st.load_cached = args[1];
+    st.make_leaf = args[2];
+    st.make_internal = args[3];
+    PyObject *root = args[4], *ekeys = args[6], *evals = args[7];
+    st.level_obj = args[5];
+    Py_ssize_t nums[3];
+    PyObject *lmm[3] = {args[5], args[8], args[9]};
+    if (as_sizes(lmm, 3, nums) < 0) return NULL;
+    st.level = nums[0];
+    st.mn = nums[1];
+    st.mx = nums[2];
+    st.ncol = st.level == 0 ? 2 : 3;
+    if (st.level < 0 || !PyList_CheckExact(ekeys) || !PyList_CheckExact(evals) ||
+        PyList_GET_SIZE(ekeys) != PyList_GET_SIZE(evals)) {
+        PyErr_SetString(PyExc_ValueError, "edit_level: bad level, or edit lists");
+        return NULL;
+    }
+    PyObject *lv = PyObject_GetAttr(root, s_level);
+    if (lv == NULL) return NULL;
+    Py_ssize_t root_level = PyLong_AsSsize_t(lv);
+    Py_DECREF(lv);
+    if (root_level == -1 && PyErr_Occurred()) return NULL;
+    if (root_level < st.level) {
+        PyErr_SetString(PyExc_ValueError, "edit_level: the root is below the level");
+        return NULL;
+    }
+    PyObject *parent = PyDict_New(), *top = NULL, *result = NULL, *pkeys = NULL, *pvals = NULL;
+    st.emitted = PyList_New(0);
+    if (parent == NULL || st.emitted == NULL) goto done;
+    Py_ssize_t n = PyList_GET_SIZE(ekeys), ei = 0;
+    while (ei < n) {
+        if (edit_run(&st, root, root_level, ekeys, evals, &ei, parent, &top) < 0) {
+            if (st.missing != NULL && !PyErr_Occurred()) {
+                result = st.missing;
+                st.missing = NULL;
+            }
+            goto done;
+        }
+    }
+    pkeys = PyDict_Keys(parent);
+    if (pkeys == NULL || PyList_Sort(pkeys) < 0) goto done;
+    pvals = PyList_New(PyList_GET_SIZE(pkeys));
+    if (pvals == NULL) goto done;
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(pkeys); j++) {
+        PyObject *v = PyDict_GetItemWithError(parent, PyList_GET_ITEM(pkeys, j));
+        if (v == NULL) goto done;
+        Py_INCREF(v);
+        PyList_SET_ITEM(pvals, j, v);
+    }
+    result = Py_BuildValue("(OOOOn)", pkeys, pvals, top != NULL ? top : Py_None, st.emitted,
+                           st.visits);
+done:
+    Py_XDECREF(st.missing);
+    Py_XDECREF(st.emitted);
+    Py_XDECREF(parent);
+    Py_XDECREF(top);
+    Py_XDECREF(pkeys);
+    Py_XDECREF(pvals);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
+    {"edit_level", (PyCFunction)(void (*)(void))edit_level, METH_FASTCALL,
+     "edit_level(chunker, load_cached, make_leaf, make_internal, root, level, ekeys, evals, "
+     "mn, mx): store/tree.py Tree._edit_level over cached nodes"},
     {"table_insert_entries", (PyCFunction)(void (*)(void))table_insert_entries, METH_FASTCALL,
      "table_insert_entries(tags, locs, mask, used, base, entries): store/file.py _Table.add"},
     {"table_rehash", (PyCFunction)(void (*)(void))table_rehash, METH_FASTCALL,
@@ -831,6 +1477,14 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     if (PyType_Ready(&ChunkerType) < 0) return NULL;
+    if ((s_level = PyUnicode_InternFromString("level")) == NULL ||
+        (s_keys = PyUnicode_InternFromString("keys")) == NULL ||
+        (s_values = PyUnicode_InternFromString("values")) == NULL ||
+        (s_children = PyUnicode_InternFromString("children")) == NULL ||
+        (s_counts = PyUnicode_InternFromString("counts")) == NULL ||
+        (s_address = PyUnicode_InternFromString("address")) == NULL ||
+        (s_count = PyUnicode_InternFromString("count")) == NULL)
+        return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
     Py_INCREF(&ChunkerType);

@@ -1,6 +1,7 @@
 # Types of the optional C extension store/_speedups.c (see store/speedups.py).
 from array import array
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 def encode_leaf(keys: Sequence[bytes], values: Sequence[bytes], /) -> bytes: ...
 def encode_internal(
@@ -41,3 +42,24 @@ def table_rehash(
     tags: array[int], locs: array[int], new_tags: array[int], new_locs: array[int], new_mask: int, /
 ) -> None: ...
 def table_hits(tags: array[int], mask: int, addresses: Sequence[bytes], /) -> list[bytes]: ...
+
+# store/tree.py Tree._edit_level over cached nodes: (parent keys, parent values, top refs,
+# emitted (node, data) pairs, nodes visited), or the address of a node that is not cached
+def edit_level(
+    chunker: Chunker,
+    load_cached: Callable[[bytes], Any],
+    make_leaf: Callable[..., tuple[Any, bytes]],
+    make_internal: Callable[..., tuple[Any, bytes]],
+    root: Any,
+    level: int,
+    ekeys: list[bytes],
+    evals: list[Any],
+    mn: int,
+    mx: int,
+    /,
+) -> (
+    bytes
+    | tuple[
+        list[bytes], list[Any], list[tuple[bytes, bytes, int]] | None, list[tuple[Any, bytes]], int
+    ]
+): ...

@@ -229,6 +229,15 @@ class Nodes:
             return self._pending_nodes.get(address)
         return node
 
+    def load_cached(self, address: bytes) -> Node | None:
+        """:meth:`load` without I/O, and without counting the read: the node if it is cached
+        (now the most recently used) or pending, else None."""
+        node = self._cache.get(address)
+        if node is not None:
+            self._cache.move_to_end(address)
+            return node
+        return self._pending_nodes.get(address)
+
     async def load(self, address: bytes) -> Node:
         """The decoded node at ``address`` (NodeNotFound / CorruptNode from the store)."""
         self.stats.reads += 1

@@ -74,6 +74,8 @@ _SURVIVAL_BYTES = 13  # S[0] = 2**96 takes 97 bits
 _QUICK_SPAN = 128
 # The largest max_size the C chunker serves (its tables take ~33 bytes a size)
 _NATIVE_MAX_SIZE = 1 << 20
+# The C edit of a level walks at most this many levels down from the root
+_NATIVE_MAX_DEPTH = 60
 # The survival table of the default TreeConfig, computed once by survival_table_bytes() and
 # shipped (tests/store/test_chunker_table.py recomputes it): a process's first edits would
 # otherwise spend ~15 us of decimal arithmetic on every node size they meet for the first time
@@ -829,6 +831,24 @@ class Tree:
         mn, mx = config.min_size, config.max_size
         surv = _survival_table(config.target, mx)
         chunker = surv.native
+        if chunker is not None and root.level - level < _NATIVE_MAX_DEPTH:
+            # the same walk in C (store/_speedups.c edit_level), over cached nodes: a node
+            # that is not cached comes back as its address, to load and go again
+            while True:
+                done = _native.edit_level(  # type: ignore[union-attr]
+                    chunker, nodes.load_cached, make_leaf, make_internal, root, level,
+                    ekeys, evals, mn, mx,
+                )  # fmt: skip
+                if type(done) is bytes:
+                    await load(done)
+                    nodes.stats.reads -= 1  # the next call reads it again, and counts that
+                    continue
+                pkeys, pvals, refs, emitted, visits = done
+                nodes.stats.reads += visits
+                add = nodes.add
+                for node, data in emitted:
+                    add(node, data)
+                return pkeys, pvals, refs
         leaf = level == 0
         parent: dict[bytes, Any] = {}
         top: list[Ref] | None = None

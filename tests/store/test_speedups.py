@@ -1055,3 +1055,62 @@ def test_configurations_too_large_for_the_c_tables_use_python() -> None:
     big = _Survival(1 << 20, (1 << 20) + 1)
     assert big.native is None
     assert _Survival(4096, 1 << 20).native is not None or store.speedups.native is None
+
+
+# -- the C edit of a level (store/_speedups.c edit_level) against Tree._edit_level's Python ----
+
+_EDIT_CONFIGS = [TreeConfig(target=64, min_size=16, max_size=256), TreeConfig()]
+
+
+@needs_native
+@settings(max_examples=60, deadline=None)
+@given(
+    config=st.sampled_from(_EDIT_CONFIGS),
+    n=st.integers(0, 1500),
+    batches=st.lists(
+        st.lists(
+            st.tuples(st.integers(0, 20000), st.one_of(st.none(), st.binary(max_size=150))),
+            max_size=120,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    cold=st.booleans(),
+)
+def test_edits_in_c_and_python_give_the_same_trees_and_reads(
+    config: TreeConfig,
+    n: int,
+    batches: list[list[tuple[int, bytes | None]]],
+    cold: bool,
+) -> None:
+    import anyio
+
+    from store.memory import MemoryStore
+    from store.nodes import Nodes
+    from store.tree import Tree
+
+    surv = _survival_table(config.target, config.max_size)
+    chunker = surv.native
+
+    async def run(use_c: bool) -> tuple[list[bytes], list[tuple[int, int]]]:
+        surv.native = chunker if use_c else None
+        try:
+            store = MemoryStore()
+            nodes = Nodes(store, config)
+            tree = await Tree.build(nodes, [(b"k%06d" % (3 * i), b"v%d" % i) for i in range(n)])
+            roots, stats = [], []
+            for batch in batches:
+                if cold:  # every node from the store: the C edit comes back for each
+                    nodes = Nodes(store, config)
+                    tree = Tree(nodes, tree.root)
+                before = (nodes.stats.reads, nodes.stats.fetches)
+                tree = await tree.edit([(b"k%06d" % k, v) for k, v in batch])
+                roots.append(tree.root)
+                stats.append((nodes.stats.reads - before[0], nodes.stats.fetches - before[1]))
+            return roots, stats
+        finally:
+            surv.native = chunker
+
+    in_c = anyio.run(run, True)
+    in_python = anyio.run(run, False)
+    assert in_c == in_python

@@ -114,10 +114,19 @@ async def test_prefetch_paths_loads_what_the_edit_reads_without_counting_reads()
         loaded.add(address)
         return await load(address)
 
+    load_cached = nodes.load_cached
+
+    def counted_cached(address: bytes) -> Node | None:  # the C edit's way to read (speedups)
+        node = load_cached(address)
+        if node is not None:
+            loaded.add(address)
+        return node
+
     await prefetch_paths(Tree(nodes, tree.root), keys, 10**6)
     assert nodes.stats.reads == 0 and nodes.stats.fetches > 0
     ahead = set(nodes._cache)
     nodes.load = counted  # type: ignore[method-assign]
+    nodes.load_cached = counted_cached  # type: ignore[method-assign]
     fetched = nodes.stats.fetches
     store.gets = 0
     edited = await Tree(nodes, tree.root).edit([(k, b"v") for k in keys])
