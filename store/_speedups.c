@@ -16,6 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <dlfcn.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -197,6 +198,9 @@ typedef struct {
     u128 *q;
     unsigned char *known; /* bit 1: s[i] read, bit 2: q[i] read */
     PyObject *seeds[64];  /* hash seeds (levels) as Python ints, made on first use */
+    /* XXH3_64bits_withSeed from the library behind ``hash``, once use_library checked it
+     * gives the same results: the hash without a Python call */
+    unsigned long long (*fast)(const void *, size_t, unsigned long long);
 } Chunker;
 
 static int
@@ -265,6 +269,11 @@ hash_of(Chunker *c, PyObject *key, Py_ssize_t level, uint64_t *out)
     if (level < 0) {
         PyErr_Format(PyExc_ValueError, "tree level %zd out of range", level);
         return -1;
+    }
+    if (c->fast != NULL) {
+        *out = c->fast(PyBytes_AS_STRING(key), (size_t)PyBytes_GET_SIZE(key),
+                       (unsigned long long)level);
+        return 0;
     }
     PyObject *seed;
     if (level < 64) {
@@ -454,6 +463,60 @@ fail:
     return NULL;
 }
 
+/* use_library(path): find XXH3_64bits_withSeed in the already loaded shared library at
+ * ``path`` (the xxhash module's), and use it instead of calling ``hash`` if it agrees with
+ * ``hash`` on keys of every length 0..299 and several seeds. True if it is used now. */
+static PyObject *
+Chunker_use_library(Chunker *c, PyObject *path)
+{
+    if (check_ready(c) < 0) return NULL;
+    PyObject *encoded = NULL;
+    if (!PyUnicode_FSConverter(path, &encoded)) return NULL;
+    void *handle = dlopen(PyBytes_AS_STRING(encoded), RTLD_NOW | RTLD_NOLOAD);
+    Py_DECREF(encoded);
+    if (handle == NULL) Py_RETURN_FALSE;
+    unsigned long long (*fn)(const void *, size_t, unsigned long long) =
+        (unsigned long long (*)(const void *, size_t, unsigned long long))dlsym(
+            handle, "XXH3_64bits_withSeed");
+    dlclose(handle); /* still loaded: the module holds it (Python never unloads one) */
+    if (fn == NULL) Py_RETURN_FALSE;
+    unsigned char buf[300];
+    uint64_t x = 0x9E3779B97F4A7C15ULL;
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        buf[i] = (unsigned char)(x >> 56);
+    }
+    static const unsigned long long seeds[] = {0, 1, 2, 3, 7, 63, 64, 1ULL << 40};
+    for (size_t len = 0; len < sizeof(buf); len++) {
+        for (size_t j = 0; j < sizeof(seeds) / sizeof(seeds[0]); j++) {
+            PyObject *key = PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)len);
+            if (key == NULL) return NULL;
+            PyObject *seed = PyLong_FromUnsignedLongLong(seeds[j]);
+            if (seed == NULL) {
+                Py_DECREF(key);
+                return NULL;
+            }
+            PyObject *args[2] = {key, seed};
+            PyObject *h = PyObject_Vectorcall(c->hash, args, 2, NULL);
+            Py_DECREF(key);
+            Py_DECREF(seed);
+            if (h == NULL) return NULL;
+            unsigned long long want = PyLong_AsUnsignedLongLong(h);
+            Py_DECREF(h);
+            if (want == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+            if (fn(buf, len, seeds[j]) != want) Py_RETURN_FALSE;
+        }
+    }
+    c->fast = fn;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+Chunker_uses_library(Chunker *c, PyObject *unused)
+{
+    return PyBool_FromLong(c->fast != NULL);
+}
+
 /* The bytes the chunker counts for keys[:start] (and vals[:start] unless vals is None: an
  * internal level), the size of an open node that holds them. */
 static PyObject *
@@ -584,6 +647,11 @@ static PyMethodDef Chunker_methods[] = {
     {"cut_internal", (PyCFunction)(void (*)(void))Chunker_cut_internal, METH_FASTCALL,
      "cut_internal(keys, start, size, count, level, mn, mx) -> (cuts, size, count): "
      "store.tree._cut_internal"},
+    {"use_library", (PyCFunction)Chunker_use_library, METH_O,
+     "use_library(path) -> bool: hash with XXH3_64bits_withSeed of the loaded library at path "
+     "(checked against the hash callable first)"},
+    {"uses_library", (PyCFunction)Chunker_uses_library, METH_NOARGS,
+     "uses_library() -> bool: whether use_library succeeded"},
     {"prefix_size", (PyCFunction)(void (*)(void))Chunker_prefix_size, METH_FASTCALL,
      "prefix_size(keys, vals_or_None, start) -> the chunker's size of keys[:start] "
      "(with vals[:start]; None: an internal level)"},
@@ -981,12 +1049,59 @@ apply_edits(EditState *st, NodeView *nv, PyObject *ekeys, PyObject *evals, Py_ss
     int ncol = st->ncol;
     PyObject *keys = nv->cols[0];
     Py_ssize_t m = PyList_GET_SIZE(keys);
+    for (Py_ssize_t x = lo; x < hi; x++) {
+        PyObject *v = PyList_GET_ITEM(evals, x);
+        if (ncol == 3 && v != Py_None && (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 2)) {
+            PyErr_SetString(PyExc_TypeError,
+                            "edit_level: an internal edit is (address, count) or None");
+            return -1;
+        }
+    }
+    if (hi - lo == 1) {
+        /* one edit (the usual case): a copy of the node with one slot changed */
+        PyObject *k = PyList_GET_ITEM(ekeys, lo), *v = PyList_GET_ITEM(evals, lo);
+        Py_ssize_t at = bisect_bytes(keys, k, 0, m, 0);
+        if (at < 0) return -1;
+        int found = 0;
+        if (at < m) {
+            int gt = bytes_lt(k, PyList_GET_ITEM(keys, at));
+            if (gt < 0) return -1;
+            found = !gt; /* keys[at] >= k and not k < keys[at]: equal */
+        }
+        for (int c = 0; c < ncol; c++) {
+            mk[c] = PyList_GetSlice(nv->cols[c], 0, m);
+            if (mk[c] == NULL) return -1;
+            int r;
+            if (v == Py_None) {
+                r = found ? PyList_SetSlice(mk[c], at, at + 1, NULL) : 0;
+            } else {
+                PyObject *item = edit_item(st, k, v, c);
+                if (found) {
+                    Py_INCREF(item);
+                    r = PyList_SetItem(mk[c], at, item);
+                } else {
+                    r = PyList_Insert(mk[c], at, item);
+                }
+            }
+            if (r < 0) return -1;
+        }
+        return 0;
+    }
     for (int c = 0; c < ncol; c++) {
         mk[c] = PyList_New(0);
         if (mk[c] == NULL) return -1;
     }
     Py_ssize_t i = 0, x = lo;
     while (i < m || x < hi) {
+        if (x < hi && i < m) {
+            /* copy the node's entries before the next edit in one go (no comparisons) */
+            Py_ssize_t j = bisect_bytes(keys, PyList_GET_ITEM(ekeys, x), i, m, 0);
+            if (j < 0) return -1;
+            for (; i < j; i++)
+                for (int c = 0; c < ncol; c++)
+                    if (PyList_Append(mk[c], PyList_GET_ITEM(nv->cols[c], i)) < 0) return -1;
+            if (i == m) continue;
+        }
         int take_node, take_edit;
         if (x == hi) {
             take_node = 1;
@@ -1016,11 +1131,6 @@ apply_edits(EditState *st, NodeView *nv, PyObject *ekeys, PyObject *evals, Py_ss
         } else if (take_edit) {
             PyObject *v = PyList_GET_ITEM(evals, x);
             if (v != Py_None) {
-                if (ncol == 3 && (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 2)) {
-                    PyErr_SetString(PyExc_TypeError,
-                                    "edit_level: an internal edit is (address, count) or None");
-                    return -1;
-                }
                 PyObject *key = PyList_GET_ITEM(ekeys, x);
                 for (int c = 0; c < ncol; c++)
                     if (PyList_Append(mk[c], edit_item(st, key, v, c)) < 0) return -1;

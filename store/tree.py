@@ -111,6 +111,12 @@ class _Survival(dict[int, int]):
                 self, self.quick, max_size, _QUICK_SPAN, _hash, _LEAF_ENTRY, _INTERNAL_ENTRY
             )
         )
+        if self.native is not None:
+            # the same xxh3 without a Python call per key: the C function inside the xxhash
+            # module, if it is exported there and gives _hash's results (checked)
+            library = getattr(getattr(xxhash, "_xxhash", None), "__file__", None)
+            if library is not None:
+                self.native.use_library(library)
 
     def compute(self, size: int) -> int:
         """``S[size]`` from its definition."""

@@ -1114,3 +1114,35 @@ def test_edits_in_c_and_python_give_the_same_trees_and_reads(
     in_c = anyio.run(run, True)
     in_python = anyio.run(run, False)
     assert in_c == in_python
+
+
+@needs_native
+def test_the_chunker_hashes_through_the_xxhash_library_only_when_it_agrees() -> None:
+    import xxhash
+
+    library = xxhash._xxhash.__file__
+    assert _survival_table(DEFAULT.target, DEFAULT.max_size).native.uses_library()
+    assert _Survival(64, 256).native.uses_library()
+    nat = _native()
+    table = _survival_table(64, 256)
+    other = nat.Chunker(table, table.quick, 256, _QUICK_SPAN, _const(7), _LEAF_ENTRY, 40)
+    assert not other.use_library(library)  # another hash: the library is not it
+    assert not other.uses_library()
+    same = nat.Chunker(table, table.quick, 256, _QUICK_SPAN, _hash_fn(), _LEAF_ENTRY, 40)
+    assert not same.use_library("/nonexistent/library.so")
+    assert same.use_library(library)
+    with pytest.raises(TypeError):
+        same.use_library(3)
+    keys = [b"key %d" % i * 3 for i in range(300)]
+    vals = [b"v" * (i % 7) for i in range(300)]
+    assert same.cut_leaf(keys, vals, 0, 0, 16, 256) == _cut_leaf(keys, vals, 0, 0, 16, 256, table)
+    for level in (1, 2, 63, 64, 2**40):
+        assert same.cut_internal(keys, 0, 0, 0, level, 16, 256) == _cut_internal(
+            keys, 0, 0, 0, level, 16, 256, table
+        )
+
+
+def _hash_fn() -> Any:
+    import xxhash
+
+    return xxhash.xxh3_64_intdigest
