@@ -93,15 +93,11 @@ put_bytes_array(unsigned char *p, PyObject *seq)
 }
 
 static PyObject *
-encode_leaf(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+encode_leaf_impl(PyObject *keys_arg, PyObject *vals_arg)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "encode_leaf(keys, values)");
-        return NULL;
-    }
-    PyObject *keys = PySequence_Fast(args[0], "keys must be a list");
+    PyObject *keys = PySequence_Fast(keys_arg, "keys must be a list");
     if (keys == NULL) return NULL;
-    PyObject *vals = PySequence_Fast(args[1], "values must be a list");
+    PyObject *vals = PySequence_Fast(vals_arg, "values must be a list");
     if (vals == NULL) {
         Py_DECREF(keys);
         return NULL;
@@ -125,12 +121,20 @@ encode_leaf(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-encode_internal(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+encode_leaf(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "encode_internal(level, keys, children, counts)");
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "encode_leaf(keys, values)");
         return NULL;
     }
+    return encode_leaf_impl(args[0], args[1]);
+}
+
+/* the CBOR of an internal node; *total (if not NULL) gets the sum of the counts (saturated
+ * at 2**64 - 1, where the caller must add them up itself) */
+static PyObject *
+encode_internal_impl(PyObject *const *args, unsigned long long *total)
+{
     unsigned long long level = PyLong_AsUnsignedLongLong(args[0]);
     if (level == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
     PyObject *keys = NULL, *children = NULL, *counts = NULL, *out = NULL;
@@ -163,6 +167,7 @@ encode_internal(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (v == (unsigned long long)-1 && PyErr_Occurred()) goto done;
         nums[i] = v;
         c += head_len(v);
+        if (total != NULL) *total = *total + v < *total ? ~0ULL : *total + v;
     }
     out = PyBytes_FromStringAndSize(NULL, 1 + head_len(level) + a + b + c);
     if (out == NULL) goto done;
@@ -179,6 +184,165 @@ done:
     Py_XDECREF(children);
     Py_XDECREF(counts);
     return out;
+}
+
+static PyObject *
+encode_internal(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "encode_internal(level, keys, children, counts)");
+        return NULL;
+    }
+    return encode_internal_impl(args, NULL);
+}
+
+/* ------------------------------------------------------------------ whole nodes */
+
+/* store/nodes.py make_leaf / make_internal: the node's bytes, its address (version byte +
+ * SHA-256, from the libcrypto the hashlib module loaded, once bind_nodes checked it against
+ * hashlib) and the Node object, in one call. */
+
+static unsigned char *(*sha256_fn)(const unsigned char *, size_t, unsigned char *) = NULL;
+static PyObject *node_type = NULL; /* store.nodes.Node */
+static PyObject *n_level, *n_keys, *n_values, *n_children, *n_counts, *n_count, *n_size,
+    *n_address;
+
+static PyObject *
+address_bytes(PyObject *data)
+{
+    unsigned char address[33];
+    address[0] = 1; /* store/codec.py ADDRESS_VERSION */
+    sha256_fn((const unsigned char *)PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data),
+              address + 1);
+    return PyBytes_FromStringAndSize((const char *)address, 33);
+}
+
+/* a Node with these fields (borrowed; a NULL one means its allocation failed), or NULL */
+static PyObject *
+new_node(PyObject **fields)
+{
+    PyObject *names[8] = {n_level, n_keys, n_values, n_children, n_counts, n_count, n_size,
+                          n_address};
+    for (int i = 0; i < 8; i++)
+        if (fields[i] == NULL) return NULL;
+    PyObject *node = PyObject_CallNoArgs(node_type);
+    if (node == NULL) return NULL;
+    for (int i = 0; i < 8; i++) {
+        if (PyObject_SetAttr(node, names[i], fields[i]) < 0) {
+            Py_DECREF(node);
+            return NULL;
+        }
+    }
+    return node;
+}
+
+/* (node, data), or NULL; ``made`` are the new objects among the fields, released here */
+static PyObject *
+node_and_data(PyObject **fields, PyObject *data, PyObject **made, int nmade)
+{
+    PyObject *node = new_node(fields);
+    for (int i = 0; i < nmade; i++) Py_XDECREF(made[i]);
+    PyObject *out = node == NULL ? NULL : PyTuple_Pack(2, node, data);
+    Py_XDECREF(node);
+    Py_DECREF(data);
+    return out;
+}
+
+static PyObject *
+make_leaf(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "make_leaf(keys, values)");
+        return NULL;
+    }
+    if (sha256_fn == NULL || node_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "make_leaf: bind_nodes() first");
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Length(args[0]);
+    if (n < 0) return NULL;
+    PyObject *data = encode_leaf_impl(args[0], args[1]);
+    if (data == NULL) return NULL;
+    PyObject *made[6] = {PyLong_FromLong(0), PyList_New(0), PyList_New(0), PyLong_FromSsize_t(n),
+                         PyLong_FromSsize_t(PyBytes_GET_SIZE(data)), address_bytes(data)};
+    PyObject *fields[8] = {made[0], args[0], args[1], made[1], made[2], made[3], made[4], made[5]};
+    return node_and_data(fields, data, made, 6);
+}
+
+static PyObject *
+make_internal(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "make_internal(level, keys, children, counts)");
+        return NULL;
+    }
+    if (sha256_fn == NULL || node_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "make_internal: bind_nodes() first");
+        return NULL;
+    }
+    unsigned long long total = 0;
+    PyObject *data = encode_internal_impl(args, &total);
+    if (data == NULL) return NULL;
+    PyObject *count;
+    if (total == ~0ULL) { /* (no real tree) the exact sum, as Python's sum() */
+        PyObject *start = PyLong_FromLong(0);
+        count = start == NULL ? NULL : PyObject_CallMethod(PyEval_GetBuiltins(), "get", "s", "sum");
+        if (count != NULL) Py_SETREF(count, PyObject_CallFunctionObjArgs(count, args[3], start, NULL));
+        Py_XDECREF(start);
+    } else {
+        count = PyLong_FromUnsignedLongLong(total);
+    }
+    PyObject *made[4] = {PyList_New(0), count, PyLong_FromSsize_t(PyBytes_GET_SIZE(data)),
+                         address_bytes(data)};
+    PyObject *fields[8] = {args[0], args[1], made[0], args[2], args[3], made[1], made[2], made[3]};
+    return node_and_data(fields, data, made, 4);
+}
+
+/* bind_nodes(node_type, libcrypto_path, sha256) -> bool: make_leaf / make_internal work
+ * from now on if the SHA256 of the loaded library at libcrypto_path gives sha256(data)
+ * (hashlib's digest) for test inputs. */
+static PyObject *
+bind_nodes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "bind_nodes(node_type, libcrypto_path, sha256)");
+        return NULL;
+    }
+    PyObject *encoded = NULL;
+    if (!PyUnicode_FSConverter(args[1], &encoded)) return NULL;
+    void *handle = dlopen(PyBytes_AS_STRING(encoded), RTLD_NOW | RTLD_NOLOAD);
+    Py_DECREF(encoded);
+    if (handle == NULL) Py_RETURN_FALSE;
+    unsigned char *(*fn)(const unsigned char *, size_t, unsigned char *) =
+        (unsigned char *(*)(const unsigned char *, size_t, unsigned char *))dlsym(handle,
+                                                                                  "SHA256");
+    dlclose(handle); /* still loaded: the hashlib module holds it */
+    if (fn == NULL) Py_RETURN_FALSE;
+    static unsigned char buf[20000];
+    uint64_t x = 0x243F6A8885A308D3ULL;
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        buf[i] = (unsigned char)(x >> 56);
+    }
+    for (size_t len = 0; len <= sizeof(buf); len = len < 300 ? len + 1 : len * 2 + 7) {
+        if (len > sizeof(buf)) len = sizeof(buf);
+        PyObject *data = PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)len);
+        if (data == NULL) return NULL;
+        PyObject *want = PyObject_CallOneArg(args[2], data);
+        Py_DECREF(data);
+        if (want == NULL) return NULL;
+        unsigned char got[32];
+        fn(buf, len, got);
+        int same = PyBytes_Check(want) && PyBytes_GET_SIZE(want) == 32 &&
+                   memcmp(PyBytes_AS_STRING(want), got, 32) == 0;
+        Py_DECREF(want);
+        if (!same) Py_RETURN_FALSE;
+        if (len == sizeof(buf)) break;
+    }
+    Py_INCREF(args[0]);
+    Py_XSETREF(node_type, args[0]);
+    sha256_fn = fn;
+    Py_RETURN_TRUE;
 }
 
 /* ------------------------------------------------------------------ the chunker */
@@ -1561,6 +1725,12 @@ done:
 }
 
 static PyMethodDef module_methods[] = {
+    {"make_leaf", (PyCFunction)(void (*)(void))make_leaf, METH_FASTCALL,
+     "make_leaf(keys, values) -> (Node, bytes): store/nodes.py make_leaf"},
+    {"make_internal", (PyCFunction)(void (*)(void))make_internal, METH_FASTCALL,
+     "make_internal(level, keys, children, counts) -> (Node, bytes): store/nodes.py make_internal"},
+    {"bind_nodes", (PyCFunction)(void (*)(void))bind_nodes, METH_FASTCALL,
+     "bind_nodes(node_type, libcrypto_path, sha256) -> bool: enable make_leaf/make_internal"},
     {"edit_level", (PyCFunction)(void (*)(void))edit_level, METH_FASTCALL,
      "edit_level(chunker, load_cached, make_leaf, make_internal, root, level, ekeys, evals, "
      "mn, mx): store/tree.py Tree._edit_level over cached nodes"},
@@ -1595,6 +1765,14 @@ PyInit__speedups(void)
         (s_address = PyUnicode_InternFromString("address")) == NULL ||
         (s_count = PyUnicode_InternFromString("count")) == NULL)
         return NULL;
+    n_level = s_level;
+    n_keys = s_keys;
+    n_values = s_values;
+    n_children = s_children;
+    n_counts = s_counts;
+    n_count = s_count;
+    n_address = s_address;
+    if ((n_size = PyUnicode_InternFromString("size")) == NULL) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
     Py_INCREF(&ChunkerType);

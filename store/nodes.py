@@ -16,8 +16,9 @@ keys and values are byte strings, keys strictly ascending; ``level >= 1`` for in
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
@@ -84,8 +85,8 @@ _encode_leaf = encode_leaf if native is None else native.encode_leaf
 _encode_internal = encode_internal if native is None else native.encode_internal
 
 
-def make_leaf(keys: list[bytes], values: list[bytes]) -> tuple[Node, bytes]:
-    """Build a leaf node and its canonical bytes."""
+def make_leaf_py(keys: list[bytes], values: list[bytes]) -> tuple[Node, bytes]:
+    """Build a leaf node and its canonical bytes (:data:`make_leaf`: this, or its C twin)."""
     data = _encode_leaf(keys, values)
     node = Node()
     node.level = 0
@@ -99,10 +100,11 @@ def make_leaf(keys: list[bytes], values: list[bytes]) -> tuple[Node, bytes]:
     return node, data
 
 
-def make_internal(
+def make_internal_py(
     level: int, keys: list[bytes], children: list[bytes], counts: list[int]
 ) -> tuple[Node, bytes]:
-    """Build an internal node and its canonical bytes."""
+    """Build an internal node and its canonical bytes (:data:`make_internal`: this, or its C
+    twin)."""
     data = _encode_internal(level, keys, children, counts)
     node = Node()
     node.level = level
@@ -114,6 +116,45 @@ def make_internal(
     node.size = len(data)
     node.address = address_of(data)
     return node, data
+
+
+def _libcrypto() -> str | None:
+    """The path of the libcrypto this process loaded for hashlib (Linux), or None."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                path = line.rstrip("\n").split(" ")[-1]
+                if "/libcrypto" in path:
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def _bind_native() -> bool:
+    """Whether the C twins of make_leaf/make_internal can be used: they hash with the SHA256
+    of the libcrypto hashlib loaded, after checking it against hashlib."""
+    if native is None:
+        return False
+    hashlib.sha256(b"")  # (loads libcrypto, if hashlib uses it)
+    path = _libcrypto()
+    return path is not None and native.bind_nodes(Node, path, _sha256_digest)
+
+
+def _sha256_digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+#: Build a leaf node and its canonical bytes: ``(node, data)``.
+make_leaf: Callable[[list[bytes], list[bytes]], tuple[Node, bytes]] = make_leaf_py
+#: Build an internal node and its canonical bytes: ``(node, data)``.
+make_internal: Callable[[int, list[bytes], list[bytes], list[int]], tuple[Node, bytes]] = (
+    make_internal_py
+)
+if _bind_native():
+    assert native is not None
+    make_leaf = native.make_leaf
+    make_internal = native.make_internal
 
 
 def decode_node(address: bytes, data: bytes) -> Node:

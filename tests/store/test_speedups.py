@@ -1146,3 +1146,56 @@ def _hash_fn() -> Any:
     import xxhash
 
     return xxhash.xxh3_64_intdigest
+
+
+# -- whole nodes (store/_speedups.c make_leaf / make_internal) -----------------------------
+
+
+def _fields(node: Any) -> dict[str, Any]:
+    return {name: getattr(node, name) for name in nodes_mod.Node.__slots__}
+
+
+@needs_native
+def test_the_node_makers_are_the_c_twins() -> None:
+    assert nodes_mod.make_leaf is _native().make_leaf
+    assert nodes_mod.make_internal is _native().make_internal
+    assert tree_mod.make_leaf is _native().make_leaf
+
+
+@needs_native
+@settings(max_examples=150, deadline=None)
+@given(
+    entries=st.lists(st.tuples(st.binary(max_size=300), st.binary(max_size=3000)), max_size=60),
+    counts=st.lists(st.integers(0, 2**64 - 1), max_size=60),
+    level=st.integers(1, 70),
+)
+def test_c_nodes_equal_python_nodes(
+    entries: list[tuple[bytes, bytes]], counts: list[int], level: int
+) -> None:
+    keys = [k for k, _ in entries]
+    vals = [v for _, v in entries]
+    c_node, c_data = _native().make_leaf(keys, vals)
+    py_node, py_data = nodes_mod.make_leaf_py(keys, vals)
+    assert c_data == py_data and _fields(c_node) == _fields(py_node)
+    assert type(c_node) is nodes_mod.Node
+    children = [bytes([i % 256]) * 33 for i in range(len(counts))]
+    ikeys = [b"k%d" % i for i in range(len(counts))]
+    c_node, c_data = _native().make_internal(level, ikeys, children, counts)
+    py_node, py_data = nodes_mod.make_internal_py(level, ikeys, children, counts)
+    assert c_data == py_data and _fields(c_node) == _fields(py_node)
+    assert c_node.count == sum(counts)  # also beyond 2**64 (many large counts)
+    assert c_node.address == b"\x01" + __import__("hashlib").sha256(c_data).digest()
+
+
+@needs_native
+def test_bind_nodes_refuses_a_library_or_hash_that_does_not_agree() -> None:
+    nat = _native()
+    assert not nat.bind_nodes(nodes_mod.Node, "/nonexistent/libcrypto.so", lambda d: b"")
+    path = nodes_mod._libcrypto()
+    assert path is not None
+    assert not nat.bind_nodes(nodes_mod.Node, path, lambda d: bytes(32))  # another "hash"
+    assert nat.bind_nodes(nodes_mod.Node, path, nodes_mod._sha256_digest)  # (as it was)
+    with pytest.raises(TypeError):
+        nat.make_leaf([b"a"], ["b"])
+    with pytest.raises(OverflowError):
+        nat.make_internal(1, [b"a"], [b"c" * 33], [-1])
