@@ -277,7 +277,7 @@ class Nodes:
         if node is not None:
             self._cache.move_to_end(address)
             return node
-        return self._pending_nodes.get(address)
+        return self.peek(address)
 
     async def load(self, address: bytes) -> Node:
         """The decoded node at ``address`` (NodeNotFound / CorruptNode from the store)."""

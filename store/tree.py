@@ -39,7 +39,7 @@ import decimal
 import functools
 import hashlib
 from bisect import bisect_left, bisect_right
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from itertools import islice
 from operator import itemgetter, lt
 from pathlib import Path
@@ -74,8 +74,6 @@ _SURVIVAL_BYTES = 13  # S[0] = 2**96 takes 97 bits
 _QUICK_SPAN = 128
 # The largest max_size the C chunker serves (its tables take ~33 bytes a size)
 _NATIVE_MAX_SIZE = 1 << 20
-# The C edit of a level walks at most this many levels down from the root
-_NATIVE_MAX_DEPTH = 60
 # The survival table of the default TreeConfig, computed once by survival_table_bytes() and
 # shipped (tests/store/test_chunker_table.py recomputes it): a process's first edits would
 # otherwise spend ~15 us of decimal arithmetic on every node size they meet for the first time
@@ -450,6 +448,15 @@ def _emit(nodes: Nodes, level: int, keys: list[bytes], vals: list[Any]) -> Ref:
         node, data = make_internal(level, keys, list(map(_first, vals)), list(map(_second, vals)))
     nodes.add(node, data)
     return (keys[-1], node.address, node.count)
+
+
+def _held_first(
+    held: dict[bytes, Node], cached: Callable[[bytes], Node | None]
+) -> Callable[[bytes], Node | None]:
+    def lookup(address: bytes) -> Node | None:
+        return held.get(address) or cached(address)
+
+    return lookup
 
 
 def _check_pair(key: object, value: object) -> None:
@@ -837,24 +844,29 @@ class Tree:
         mn, mx = config.min_size, config.max_size
         surv = _survival_table(config.target, mx)
         chunker = surv.native
-        if chunker is not None and root.level - level < _NATIVE_MAX_DEPTH:
-            # the same walk in C (store/_speedups.c edit_level), over cached nodes: a node
-            # that is not cached comes back as its address, to load and go again
-            while True:
-                done = _native.edit_level(  # type: ignore[union-attr]
-                    chunker, nodes.load_cached, make_leaf, make_internal, root, level,
-                    ekeys, evals, mn, mx,
-                )  # fmt: skip
-                if type(done) is bytes:
-                    await load(done)
-                    nodes.stats.reads -= 1  # the next call reads it again, and counts that
-                    continue
-                pkeys, pvals, refs, emitted, visits = done
-                nodes.stats.reads += visits
-                add = nodes.add
-                for node, data in emitted:
-                    add(node, data)
-                return pkeys, pvals, refs
+        # The same walk in C (store/_speedups.c edit_level), over cached nodes: a node that
+        # is not cached comes back as its address, to load and go again. Only for plain
+        # Nodes: subclasses (sync's rebuilds, speculative transactions) read and count
+        # their own way, through their load().
+        # The nodes loaded so are held here for the next calls (a small cache could drop
+        # them again), so every call gets further.
+        held: dict[bytes, Node] = {}
+        cached: Callable[[bytes], Node | None] = nodes.load_cached
+        while chunker is not None and type(nodes) is Nodes and root.level - level < 60:
+            done = _native.edit_level(  # type: ignore[union-attr]
+                chunker, cached, make_leaf, make_internal, root, level, ekeys, evals, mn, mx
+            )
+            if type(done) is bytes:
+                held[done] = await load(done)
+                nodes.stats.reads -= 1  # the next call reads it again, and counts that
+                cached = _held_first(held, nodes.load_cached)
+                continue
+            pkeys, pvals, refs, emitted, visits = done
+            nodes.stats.reads += visits
+            add = nodes.add
+            for node, data in emitted:
+                add(node, data)
+            return pkeys, pvals, refs
         leaf = level == 0
         parent: dict[bytes, Any] = {}
         top: list[Ref] | None = None

@@ -1076,12 +1076,14 @@ _EDIT_CONFIGS = [TreeConfig(target=64, min_size=16, max_size=256), TreeConfig()]
         max_size=4,
     ),
     cold=st.booleans(),
+    tiny_cache=st.booleans(),
 )
 def test_edits_in_c_and_python_give_the_same_trees_and_reads(
     config: TreeConfig,
     n: int,
     batches: list[list[tuple[int, bytes | None]]],
     cold: bool,
+    tiny_cache: bool,
 ) -> None:
     import anyio
 
@@ -1096,12 +1098,13 @@ def test_edits_in_c_and_python_give_the_same_trees_and_reads(
         surv.native = chunker if use_c else None
         try:
             store = MemoryStore()
-            nodes = Nodes(store, config)
+            cache = 1 if tiny_cache else 64 << 20  # 1 byte: one node cached at a time
+            nodes = Nodes(store, config, cache_bytes=cache)
             tree = await Tree.build(nodes, [(b"k%06d" % (3 * i), b"v%d" % i) for i in range(n)])
             roots, stats = [], []
             for batch in batches:
                 if cold:  # every node from the store: the C edit comes back for each
-                    nodes = Nodes(store, config)
+                    nodes = Nodes(store, config, cache_bytes=cache)
                     tree = Tree(nodes, tree.root)
                 before = (nodes.stats.reads, nodes.stats.fetches)
                 tree = await tree.edit([(b"k%06d" % k, v) for k, v in batch])
@@ -1111,9 +1114,13 @@ def test_edits_in_c_and_python_give_the_same_trees_and_reads(
         finally:
             surv.native = chunker
 
-    in_c = anyio.run(run, True)
-    in_python = anyio.run(run, False)
-    assert in_c == in_python
+    (c_roots, c_stats), (py_roots, py_stats) = anyio.run(run, True), anyio.run(run, False)
+    assert c_roots == py_roots
+    assert [reads for reads, _ in c_stats] == [reads for reads, _ in py_stats]
+    if tiny_cache:  # the C edit holds what it fetched for its next call: never more fetches
+        assert all(c <= p for (_, c), (_, p) in zip(c_stats, py_stats, strict=True))
+    else:
+        assert c_stats == py_stats
 
 
 @needs_native
@@ -1199,3 +1206,30 @@ def test_bind_nodes_refuses_a_library_or_hash_that_does_not_agree() -> None:
         nat.make_leaf([b"a"], ["b"])
     with pytest.raises(OverflowError):
         nat.make_internal(1, [b"a"], [b"c" * 33], [-1])
+
+
+@needs_native
+@pytest.mark.timeout(60)
+async def test_edits_through_a_nodes_subclass_take_its_own_loads() -> None:
+    """A Nodes subclass (sync's rebuilds) reads through its own load(), which the C level
+    edit does not call: the Python walk is used, and finds nodes only that load() knows."""
+    from store.memory import MemoryStore
+    from store.nodes import Node, Nodes
+    from store.tree import Tree
+
+    source = Nodes(MemoryStore(), TreeConfig(target=64, min_size=16, max_size=256))
+    tree = await Tree.build(source, [(b"k%05d" % i, b"v") for i in range(2000)])
+    side = dict(source.store._data.nodes)  # type: ignore[attr-defined]
+    assert side
+
+    class SideLoaded(Nodes):
+        async def load(self, address: bytes) -> Node:
+            node = self.peek(address)
+            if node is not None:
+                return node
+            return nodes_mod.decode_node(address, side[address])
+
+    reader = SideLoaded(MemoryStore(), source.config, cache_bytes=0)  # an empty store
+    edited = await Tree(reader, tree.root).edit([(b"k01000", b"new"), (b"zz", b"end")], flush=False)
+    expected = await tree.edit([(b"k01000", b"new"), (b"zz", b"end")])
+    assert edited.root == expected.root
