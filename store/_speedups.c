@@ -316,7 +316,7 @@ bind_nodes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     unsigned char *(*fn)(const unsigned char *, size_t, unsigned char *) =
         (unsigned char *(*)(const unsigned char *, size_t, unsigned char *))dlsym(handle,
                                                                                   "SHA256");
-    dlclose(handle); /* still loaded: the hashlib module holds it */
+    /* the handle stays open (the library was loaded anyway): fn stays valid for good */
     if (fn == NULL) Py_RETURN_FALSE;
     static unsigned char buf[20000];
     uint64_t x = 0x243F6A8885A308D3ULL;
@@ -629,7 +629,8 @@ fail:
 
 /* use_library(path): find XXH3_64bits_withSeed in the already loaded shared library at
  * ``path`` (the xxhash module's), and use it instead of calling ``hash`` if it agrees with
- * ``hash`` on keys of every length 0..299 and several seeds. True if it is used now. */
+ * ``hash`` on keys of every length 0..299, a few longer ones and several seeds. True if it
+ * is used now. */
 static PyObject *
 Chunker_use_library(Chunker *c, PyObject *path)
 {
@@ -642,16 +643,18 @@ Chunker_use_library(Chunker *c, PyObject *path)
     unsigned long long (*fn)(const void *, size_t, unsigned long long) =
         (unsigned long long (*)(const void *, size_t, unsigned long long))dlsym(
             handle, "XXH3_64bits_withSeed");
-    dlclose(handle); /* still loaded: the module holds it (Python never unloads one) */
+    /* the handle stays open (the library was loaded anyway): fn stays valid for good */
     if (fn == NULL) Py_RETURN_FALSE;
-    unsigned char buf[300];
+    static unsigned char buf[5000];
     uint64_t x = 0x9E3779B97F4A7C15ULL;
     for (size_t i = 0; i < sizeof(buf); i++) {
         x = x * 6364136223846793005ULL + 1442695040888963407ULL;
         buf[i] = (unsigned char)(x >> 56);
     }
     static const unsigned long long seeds[] = {0, 1, 2, 3, 7, 63, 64, 1ULL << 40};
-    for (size_t len = 0; len < sizeof(buf); len++) {
+    static const size_t longer[] = {1000, 1024, 1025, 2048, 4999};
+    for (size_t step = 0; step < 300 + sizeof(longer) / sizeof(longer[0]); step++) {
+        size_t len = step < 300 ? step : longer[step - 300];
         for (size_t j = 0; j < sizeof(seeds) / sizeof(seeds[0]); j++) {
             PyObject *key = PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)len);
             if (key == NULL) return NULL;

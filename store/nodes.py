@@ -119,7 +119,8 @@ def make_internal_py(
 
 
 def _libcrypto() -> str | None:
-    """The path of the libcrypto this process loaded for hashlib (Linux), or None."""
+    """The path of a libcrypto this process loaded (Linux; hashlib's, unless several are:
+    bind_nodes checks its SHA256 against hashlib's anyway), or None."""
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             for line in maps:

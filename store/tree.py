@@ -74,6 +74,8 @@ _SURVIVAL_BYTES = 13  # S[0] = 2**96 takes 97 bits
 _QUICK_SPAN = 128
 # The largest max_size the C chunker serves (its tables take ~33 bytes a size)
 _NATIVE_MAX_SIZE = 1 << 20
+# Uncached nodes the C level edit may meet (each one restarts it) before Python takes over
+_NATIVE_MISSES = 4
 # The survival table of the default TreeConfig, computed once by survival_table_bytes() and
 # shipped (tests/store/test_chunker_table.py recomputes it): a process's first edits would
 # otherwise spend ~15 us of decimal arithmetic on every node size they meet for the first time
@@ -849,10 +851,17 @@ class Tree:
         # Nodes: subclasses (sync's rebuilds, speculative transactions) read and count
         # their own way, through their load().
         # The nodes loaded so are held here for the next calls (a small cache could drop
-        # them again), so every call gets further.
+        # them again), so every call gets further. Each call starts the level over, so after
+        # a few misses (a cold cache, a large edit) the Python walk below does the level:
+        # it loads as it goes, without starting over.
         held: dict[bytes, Node] = {}
         cached: Callable[[bytes], Node | None] = nodes.load_cached
-        while chunker is not None and type(nodes) is Nodes and root.level - level < 60:
+        while (
+            chunker is not None
+            and type(nodes) is Nodes
+            and root.level - level < 60
+            and len(held) < _NATIVE_MISSES
+        ):
             done = _native.edit_level(  # type: ignore[union-attr]
                 chunker, cached, make_leaf, make_internal, root, level, ekeys, evals, mn, mx
             )
