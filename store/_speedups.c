@@ -22,6 +22,31 @@
 
 typedef unsigned __int128 u128;
 
+/* The address of ``name`` in the shared library at ``path`` (a str), which this process has
+ * loaded already: NULL if it has not, or the library has no such symbol; NULL with an
+ * exception if ``path`` is no path. The handle stays open: the address stays valid. */
+static void *
+loaded_symbol(PyObject *path, const char *name)
+{
+    PyObject *encoded = NULL;
+    if (!PyUnicode_FSConverter(path, &encoded)) return NULL;
+    void *handle = dlopen(PyBytes_AS_STRING(encoded), RTLD_NOW | RTLD_NOLOAD);
+    Py_DECREF(encoded);
+    return handle == NULL ? NULL : dlsym(handle, name);
+}
+
+/* n pseudo-random bytes (a fixed sequence): inputs on which a C function found by
+ * loaded_symbol must agree with its Python counterpart before it is used */
+static void
+fill_pattern(unsigned char *buf, size_t n)
+{
+    uint64_t x = 0x9E3779B97F4A7C15ULL;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        buf[i] = (unsigned char)(x >> 56);
+    }
+}
+
 /* ------------------------------------------------------------------ canonical CBOR */
 
 static Py_ssize_t
@@ -308,22 +333,15 @@ bind_nodes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "bind_nodes(node_type, libcrypto_path, sha256)");
         return NULL;
     }
-    PyObject *encoded = NULL;
-    if (!PyUnicode_FSConverter(args[1], &encoded)) return NULL;
-    void *handle = dlopen(PyBytes_AS_STRING(encoded), RTLD_NOW | RTLD_NOLOAD);
-    Py_DECREF(encoded);
-    if (handle == NULL) Py_RETURN_FALSE;
     unsigned char *(*fn)(const unsigned char *, size_t, unsigned char *) =
-        (unsigned char *(*)(const unsigned char *, size_t, unsigned char *))dlsym(handle,
-                                                                                  "SHA256");
-    /* the handle stays open (the library was loaded anyway): fn stays valid for good */
-    if (fn == NULL) Py_RETURN_FALSE;
-    static unsigned char buf[20000];
-    uint64_t x = 0x243F6A8885A308D3ULL;
-    for (size_t i = 0; i < sizeof(buf); i++) {
-        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-        buf[i] = (unsigned char)(x >> 56);
+        (unsigned char *(*)(const unsigned char *, size_t, unsigned char *))loaded_symbol(
+            args[1], "SHA256");
+    if (fn == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_FALSE;
     }
+    static unsigned char buf[20000];
+    fill_pattern(buf, sizeof(buf));
     for (size_t len = 0; len <= sizeof(buf); len = len < 300 ? len + 1 : len * 2 + 7) {
         if (len > sizeof(buf)) len = sizeof(buf);
         PyObject *data = PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)len);
@@ -520,6 +538,81 @@ append_cut(PyObject *cuts, Py_ssize_t i)
     return r;
 }
 
+/* The chunker over keys[start:] (and vals, the values of a leaf; NULL for an internal level
+ * ``level``), as _cut_leaf / _cut_internal: the end positions of the nodes that end go to
+ * ``cuts``; *size (and *count) are the open node's, before and after. The lengths are read
+ * again each time: the hash (Python code, unless use_library) could change the lists. */
+static int
+chunk_run(Chunker *c, PyObject *keys, PyObject *vals, Py_ssize_t level, Py_ssize_t start,
+          Py_ssize_t *size, Py_ssize_t *count, Py_ssize_t mn, Py_ssize_t mx, PyObject *cuts)
+{
+    for (Py_ssize_t i = start;
+         i < PyList_GET_SIZE(keys) && (vals == NULL || i < PyList_GET_SIZE(vals)); i++) {
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        if (!PyBytes_CheckExact(k)) {
+            PyErr_SetString(PyExc_TypeError, "chunker: keys must be bytes");
+            return -1;
+        }
+        Py_ssize_t s1 = *size + PyBytes_GET_SIZE(k);
+        if (vals != NULL) {
+            PyObject *v = PyList_GET_ITEM(vals, i);
+            if (!PyBytes_CheckExact(v)) {
+                PyErr_SetString(PyExc_TypeError, "chunker: values must be bytes");
+                return -1;
+            }
+            s1 += PyBytes_GET_SIZE(v) + c->leaf_entry;
+        } else {
+            s1 += c->internal_entry;
+            *count += 1;
+        }
+        int end = 0;
+        if (s1 >= mn) {
+            end = 1;
+            if (s1 < mx) {
+                Py_INCREF(k);
+                end = ends_node(c, k, level, *size, s1);
+                Py_DECREF(k);
+                if (end < 0) return -1;
+            }
+            if (vals == NULL && *count < 2) end = 0; /* an internal node has 2 entries or more */
+        }
+        if (end) {
+            if (append_cut(cuts, i + 1) < 0) return -1;
+            *size = *count = 0;
+        } else {
+            *size = s1;
+        }
+    }
+    return 0;
+}
+
+/* The bytes the chunker counts for keys[:start] (and vals[:start]; NULL: an internal level),
+ * the size of an open node that holds them; -1 on error. */
+static Py_ssize_t
+prefix_sum(Chunker *c, PyObject *keys, PyObject *vals, Py_ssize_t start)
+{
+    Py_ssize_t size = 0;
+    for (Py_ssize_t i = 0; i < start; i++) {
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        if (!PyBytes_CheckExact(k)) {
+            PyErr_SetString(PyExc_TypeError, "chunker: keys must be bytes");
+            return -1;
+        }
+        size += PyBytes_GET_SIZE(k);
+        if (vals != NULL) {
+            PyObject *v = PyList_GET_ITEM(vals, i);
+            if (!PyBytes_CheckExact(v)) {
+                PyErr_SetString(PyExc_TypeError, "chunker: values must be bytes");
+                return -1;
+            }
+            size += PyBytes_GET_SIZE(v) + c->leaf_entry;
+        } else {
+            size += c->internal_entry;
+        }
+    }
+    return size;
+}
+
 static PyObject *
 Chunker_cut_leaf(Chunker *c, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -542,36 +635,12 @@ Chunker_cut_leaf(Chunker *c, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *cuts = PyList_New(0);
     if (cuts == NULL) return NULL;
-    /* the lengths are read again each time: the hash (Python code) could change the lists */
-    for (Py_ssize_t i = start; i < PyList_GET_SIZE(keys) && i < PyList_GET_SIZE(vals); i++) {
-        PyObject *k = PyList_GET_ITEM(keys, i);
-        PyObject *v = PyList_GET_ITEM(vals, i);
-        if (!PyBytes_CheckExact(k) || !PyBytes_CheckExact(v)) {
-            PyErr_SetString(PyExc_TypeError, "cut_leaf: keys and values must be bytes");
-            goto fail;
-        }
-        Py_ssize_t s1 = size + PyBytes_GET_SIZE(k) + PyBytes_GET_SIZE(v) + c->leaf_entry;
-        if (s1 < mn) {
-            size = s1;
-            continue;
-        }
-        if (s1 < mx) {
-            Py_INCREF(k);
-            int end = ends_node(c, k, 0, size, s1);
-            Py_DECREF(k);
-            if (end < 0) goto fail;
-            if (!end) {
-                size = s1;
-                continue;
-            }
-        }
-        if (append_cut(cuts, i + 1) < 0) goto fail;
-        size = 0;
+    Py_ssize_t count = 0;
+    if (chunk_run(c, keys, vals, 0, start, &size, &count, mn, mx, cuts) < 0) {
+        Py_DECREF(cuts);
+        return NULL;
     }
     return Py_BuildValue("(Nn)", cuts, size);
-fail:
-    Py_DECREF(cuts);
-    return NULL;
 }
 
 static PyObject *
@@ -597,34 +666,11 @@ Chunker_cut_internal(Chunker *c, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *cuts = PyList_New(0);
     if (cuts == NULL) return NULL;
-    for (Py_ssize_t i = start; i < PyList_GET_SIZE(keys); i++) {
-        PyObject *k = PyList_GET_ITEM(keys, i);
-        if (!PyBytes_CheckExact(k)) {
-            PyErr_SetString(PyExc_TypeError, "cut_internal: keys must be bytes");
-            goto fail;
-        }
-        Py_ssize_t s1 = size + PyBytes_GET_SIZE(k) + c->internal_entry;
-        count += 1;
-        if (s1 >= mn) {
-            int end = 1;
-            if (s1 < mx) {
-                Py_INCREF(k);
-                end = ends_node(c, k, level, size, s1);
-                Py_DECREF(k);
-                if (end < 0) goto fail;
-            }
-            if (end && count > 1) {
-                if (append_cut(cuts, i + 1) < 0) goto fail;
-                size = count = 0;
-                continue;
-            }
-        }
-        size = s1;
+    if (chunk_run(c, keys, NULL, level, start, &size, &count, mn, mx, cuts) < 0) {
+        Py_DECREF(cuts);
+        return NULL;
     }
     return Py_BuildValue("(Nnn)", cuts, size, count);
-fail:
-    Py_DECREF(cuts);
-    return NULL;
 }
 
 /* use_library(path): find XXH3_64bits_withSeed in the already loaded shared library at
@@ -635,22 +681,15 @@ static PyObject *
 Chunker_use_library(Chunker *c, PyObject *path)
 {
     if (check_ready(c) < 0) return NULL;
-    PyObject *encoded = NULL;
-    if (!PyUnicode_FSConverter(path, &encoded)) return NULL;
-    void *handle = dlopen(PyBytes_AS_STRING(encoded), RTLD_NOW | RTLD_NOLOAD);
-    Py_DECREF(encoded);
-    if (handle == NULL) Py_RETURN_FALSE;
     unsigned long long (*fn)(const void *, size_t, unsigned long long) =
-        (unsigned long long (*)(const void *, size_t, unsigned long long))dlsym(
-            handle, "XXH3_64bits_withSeed");
-    /* the handle stays open (the library was loaded anyway): fn stays valid for good */
-    if (fn == NULL) Py_RETURN_FALSE;
-    static unsigned char buf[5000];
-    uint64_t x = 0x9E3779B97F4A7C15ULL;
-    for (size_t i = 0; i < sizeof(buf); i++) {
-        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-        buf[i] = (unsigned char)(x >> 56);
+        (unsigned long long (*)(const void *, size_t, unsigned long long))loaded_symbol(
+            path, "XXH3_64bits_withSeed");
+    if (fn == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_FALSE;
     }
+    static unsigned char buf[5000];
+    fill_pattern(buf, sizeof(buf));
     static const unsigned long long seeds[] = {0, 1, 2, 3, 7, 63, 64, 1ULL << 40};
     static const size_t longer[] = {1000, 1024, 1025, 2048, 4999};
     for (size_t step = 0; step < 300 + sizeof(longer) / sizeof(longer[0]); step++) {
@@ -707,25 +746,8 @@ Chunker_prefix_size(Chunker *c, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "prefix_size: start beyond the lists");
         return NULL;
     }
-    Py_ssize_t size = 0;
-    for (Py_ssize_t i = 0; i < start; i++) {
-        PyObject *k = PyList_GET_ITEM(keys, i);
-        if (!PyBytes_CheckExact(k)) {
-            PyErr_SetString(PyExc_TypeError, "prefix_size: keys must be bytes");
-            return NULL;
-        }
-        size += PyBytes_GET_SIZE(k);
-        if (leaf) {
-            PyObject *v = PyList_GET_ITEM(vals, i);
-            if (!PyBytes_CheckExact(v)) {
-                PyErr_SetString(PyExc_TypeError, "prefix_size: values must be bytes");
-                return NULL;
-            }
-            size += PyBytes_GET_SIZE(v) + c->leaf_entry;
-        } else {
-            size += c->internal_entry;
-        }
-    }
+    Py_ssize_t size = prefix_sum(c, keys, leaf ? vals : NULL, start);
+    if (size < 0) return NULL;
     return PyLong_FromSsize_t(size);
 }
 
@@ -1308,94 +1330,6 @@ apply_edits(EditState *st, NodeView *nv, PyObject *ekeys, PyObject *evals, Py_ss
     return 0;
 }
 
-/* size (and count) of an open node holding cols[...][0:start) */
-static Py_ssize_t
-prefix_of(EditState *st, PyObject **cols, Py_ssize_t start)
-{
-    Py_ssize_t size = 0;
-    for (Py_ssize_t i = 0; i < start; i++) {
-        PyObject *k = PyList_GET_ITEM(cols[0], i);
-        if (!PyBytes_CheckExact(k)) {
-            PyErr_SetString(PyExc_TypeError, "edit_level: keys must be bytes");
-            return -1;
-        }
-        size += PyBytes_GET_SIZE(k);
-        if (st->ncol == 2) {
-            PyObject *v = PyList_GET_ITEM(cols[1], i);
-            if (!PyBytes_CheckExact(v)) {
-                PyErr_SetString(PyExc_TypeError, "edit_level: values must be bytes");
-                return -1;
-            }
-            size += PyBytes_GET_SIZE(v) + st->chunker->leaf_entry;
-        } else {
-            size += st->chunker->internal_entry;
-        }
-    }
-    return size;
-}
-
-/* the chunker over wk[start:], as _cut_leaf / _cut_internal: cut positions appended to
- * ``cuts`` (a Python list of ints), size/count updated */
-static int
-cut_cols(EditState *st, PyObject **wk, Py_ssize_t start, Py_ssize_t *size, Py_ssize_t *count,
-         PyObject *cuts)
-{
-    Chunker *c = st->chunker;
-    PyObject *keys = wk[0];
-    Py_ssize_t mn = st->mn, mx = st->mx;
-    for (Py_ssize_t i = start; i < PyList_GET_SIZE(keys); i++) {
-        PyObject *k = PyList_GET_ITEM(keys, i);
-        if (!PyBytes_CheckExact(k)) {
-            PyErr_SetString(PyExc_TypeError, "edit_level: keys must be bytes");
-            return -1;
-        }
-        Py_ssize_t s1;
-        if (st->ncol == 2) {
-            PyObject *v = PyList_GET_ITEM(wk[1], i);
-            if (!PyBytes_CheckExact(v)) {
-                PyErr_SetString(PyExc_TypeError, "edit_level: values must be bytes");
-                return -1;
-            }
-            s1 = *size + PyBytes_GET_SIZE(k) + PyBytes_GET_SIZE(v) + c->leaf_entry;
-            if (s1 < mn) {
-                *size = s1;
-                continue;
-            }
-            if (s1 < mx) {
-                Py_INCREF(k);
-                int end = ends_node(c, k, 0, *size, s1);
-                Py_DECREF(k);
-                if (end < 0) return -1;
-                if (!end) {
-                    *size = s1;
-                    continue;
-                }
-            }
-            if (append_cut(cuts, i + 1) < 0) return -1;
-            *size = 0;
-        } else {
-            s1 = *size + PyBytes_GET_SIZE(k) + c->internal_entry;
-            *count += 1;
-            if (s1 >= mn) {
-                int end = 1;
-                if (s1 < mx) {
-                    Py_INCREF(k);
-                    end = ends_node(c, k, st->level, *size, s1);
-                    Py_DECREF(k);
-                    if (end < 0) return -1;
-                }
-                if (end && *count > 1) {
-                    if (append_cut(cuts, i + 1) < 0) return -1;
-                    *size = *count = 0;
-                    continue;
-                }
-            }
-            *size = s1;
-        }
-    }
-    return 0;
-}
-
 static void
 cols_clear(PyObject **cols)
 {
@@ -1512,7 +1446,8 @@ edit_run(EditState *st, PyObject *root, Py_ssize_t root_level, PyObject *ekeys, 
                 mk[c] = NULL;
             }
             if (start) {
-                size = prefix_of(st, nv.cols, start);
+                size = prefix_sum(st->chunker, nv.cols[0], ncol == 2 ? nv.cols[1] : NULL,
+                                  start);
                 if (size < 0) goto done;
                 if (ncol == 3) count = start;
             }
@@ -1520,7 +1455,9 @@ edit_run(EditState *st, PyObject *root, Py_ssize_t root_level, PyObject *ekeys, 
         cols_clear(ck);
         cuts = PyList_New(0);
         if (cuts == NULL) goto done;
-        if (cut_cols(st, wk, start, &size, &count, cuts) < 0) goto done;
+        if (chunk_run(st->chunker, wk[0], ncol == 2 ? wk[1] : NULL, st->level, start, &size,
+                      &count, st->mn, st->mx, cuts) < 0)
+            goto done;
         Py_ssize_t a = 0, ncuts = PyList_GET_SIZE(cuts), wlen = PyList_GET_SIZE(wk[0]);
         for (Py_ssize_t j = 0; j < ncuts; j++) {
             Py_ssize_t b = PyLong_AsSsize_t(PyList_GET_ITEM(cuts, j));
