@@ -16,6 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <dlfcn.h>
 #include <stdint.h>
 #include <string.h>
@@ -242,17 +243,88 @@ address_bytes(PyObject *data)
     return PyBytes_FromStringAndSize((const char *)address, 33);
 }
 
+/* The byte offsets of the Node slots (level, keys, values, children, counts, count, size,
+ * address: the order of new_node's fields), when bind_nodes found them all to be plain
+ * object slots of a class made by object.__new__ alone; 0: use getattr/setattr. */
+enum { F_LEVEL, F_KEYS, F_VALUES, F_CHILDREN, F_COUNTS, F_COUNT, F_SIZE, F_ADDRESS, NFIELDS };
+static Py_ssize_t slot_offset[NFIELDS];
+static int fast_slots = 0;
+
+static void
+find_slots(PyTypeObject *t)
+{
+    PyObject *names[NFIELDS] = {n_level, n_keys, n_values, n_children, n_counts, n_count, n_size,
+                                n_address};
+    fast_slots = 0;
+    if (t->tp_new != PyBaseObject_Type.tp_new || t->tp_init != PyBaseObject_Type.tp_init ||
+        t->tp_setattro != PyObject_GenericSetAttr || t->tp_getattro != PyObject_GenericGetAttr ||
+        !PyType_IS_GC(t) || t->tp_itemsize != 0)
+        return;
+    for (int i = 0; i < NFIELDS; i++) {
+        PyObject *d = PyObject_GetAttr((PyObject *)t, names[i]);
+        if (d == NULL) {
+            PyErr_Clear();
+            return;
+        }
+        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+                 !(((PyMemberDescrObject *)d)->d_member->flags & READONLY);
+        if (ok) slot_offset[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+        if (!ok) return;
+    }
+    fast_slots = 1;
+}
+
+/* field ``f`` of a node (new reference), straight from its slot when it is a plain Node */
+static PyObject *
+node_get(PyObject *node, int f)
+{
+    static PyObject **names[NFIELDS] = {&n_level, &n_keys, &n_values, &n_children, &n_counts,
+                                        &n_count, &n_size, &n_address};
+    if (fast_slots && (PyObject *)Py_TYPE(node) == node_type) {
+        PyObject *v = *(PyObject **)((char *)node + slot_offset[f]);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+    }
+    return PyObject_GetAttr(node, *names[f]);
+}
+
+/* Nodes are immutable, and a node's lists hold only bytes or ints: neither they nor the node
+ * can be part of a reference cycle, so the cycle collector need not track them. (The tree
+ * keeps many thousands of nodes in its cache: tracked, every full collection would walk
+ * every key of every one.) */
+static void
+untrack(PyObject *obj)
+{
+    if (PyList_CheckExact(obj) && PyObject_GC_IsTracked(obj)) PyObject_GC_UnTrack(obj);
+}
+
 /* a Node with these fields (borrowed; a NULL one means its allocation failed), or NULL */
 static PyObject *
 new_node(PyObject **fields)
 {
-    PyObject *names[8] = {n_level, n_keys, n_values, n_children, n_counts, n_count, n_size,
-                          n_address};
-    for (int i = 0; i < 8; i++)
+    PyObject *names[NFIELDS] = {n_level, n_keys, n_values, n_children, n_counts, n_count, n_size,
+                                n_address};
+    for (int i = 0; i < NFIELDS; i++)
         if (fields[i] == NULL) return NULL;
+    if (fast_slots) {
+        PyTypeObject *t = (PyTypeObject *)node_type;
+        PyObject *node = t->tp_alloc(t, 0);
+        if (node == NULL) return NULL;
+        for (int i = 0; i < NFIELDS; i++) {
+            Py_INCREF(fields[i]);
+            *(PyObject **)((char *)node + slot_offset[i]) = fields[i];
+        }
+        for (int i = F_KEYS; i <= F_COUNTS; i++) untrack(fields[i]);
+        PyObject_GC_UnTrack(node);
+        return node;
+    }
     PyObject *node = PyObject_CallNoArgs(node_type);
     if (node == NULL) return NULL;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < NFIELDS; i++) {
         if (PyObject_SetAttr(node, names[i], fields[i]) < 0) {
             Py_DECREF(node);
             return NULL;
@@ -357,8 +429,13 @@ bind_nodes(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (!same) Py_RETURN_FALSE;
         if (len == sizeof(buf)) break;
     }
+    if (!PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "bind_nodes: node_type must be a class");
+        return NULL;
+    }
     Py_INCREF(args[0]);
     Py_XSETREF(node_type, args[0]);
+    find_slots((PyTypeObject *)args[0]);
     sha256_fn = fn;
     Py_RETURN_TRUE;
 }
@@ -1071,7 +1148,6 @@ fail:
  * make_internal). A node that is not cached ends the call: the caller loads it and calls
  * again (nothing is kept from the failed call). */
 
-static PyObject *s_level, *s_keys, *s_values, *s_children, *s_counts, *s_address, *s_count;
 
 #define MAX_PATH 64
 
@@ -1093,16 +1169,16 @@ static int
 view_of(PyObject *node, int ncol, NodeView *v)
 {
     memset(v, 0, sizeof(*v));
-    PyObject *lv = PyObject_GetAttr(node, s_level);
+    PyObject *lv = node_get(node, F_LEVEL);
     if (lv == NULL) return -1;
     v->level = PyLong_AsSsize_t(lv);
     Py_DECREF(lv);
     if (v->level == -1 && PyErr_Occurred()) return -1;
     Py_INCREF(node);
     v->node = node;
-    PyObject *names[3] = {s_keys, ncol == 2 ? s_values : s_children, s_counts};
+    int fields[3] = {F_KEYS, ncol == 2 ? F_VALUES : F_CHILDREN, F_COUNTS};
     for (int c = 0; c < ncol; c++) {
-        v->cols[c] = PyObject_GetAttr(node, names[c]);
+        v->cols[c] = node_get(node, fields[c]);
         if (v->cols[c] == NULL) goto fail;
         if (!PyList_CheckExact(v->cols[c])) {
             PyErr_SetString(PyExc_TypeError, "edit_level: a node's fields must be lists");
@@ -1204,9 +1280,9 @@ emit(EditState *st, PyObject **cols, Py_ssize_t a, Py_ssize_t b, PyObject *out)
         goto done;
     }
     if (PyList_Append(st->emitted, made) < 0) goto done;
-    address = PyObject_GetAttr(PyTuple_GET_ITEM(made, 0), s_address);
+    address = node_get(PyTuple_GET_ITEM(made, 0), F_ADDRESS);
     if (address == NULL) goto done;
-    count = PyObject_GetAttr(PyTuple_GET_ITEM(made, 0), s_count);
+    count = node_get(PyTuple_GET_ITEM(made, 0), F_COUNT);
     if (count == NULL) goto done;
     PyObject *last = PyList_GET_ITEM(part[0], PyList_GET_SIZE(part[0]) - 1);
     PyObject *ref = PyTuple_Pack(3, last, address, count);
@@ -1385,7 +1461,7 @@ edit_run(EditState *st, PyObject *root, Py_ssize_t root_level, PyObject *ekeys, 
         depth++;
         node = load_node(st, PyList_GET_ITEM(path[depth - 1].cols[1], i));
         if (node == NULL) goto done;
-        PyObject *lv = PyObject_GetAttr(node, s_level);
+        PyObject *lv = node_get(node, F_LEVEL);
         if (lv == NULL) {
             Py_DECREF(node);
             goto done;
@@ -1495,7 +1571,7 @@ edit_run(EditState *st, PyObject *root, Py_ssize_t root_level, PyObject *ekeys, 
         node = load_node(st, PyList_GET_ITEM(path[d].cols[1], pidx[d]));
         if (node == NULL) goto done;
         for (;;) {
-            PyObject *lv = PyObject_GetAttr(node, s_level);
+            PyObject *lv = node_get(node, F_LEVEL);
             if (lv == NULL) {
                 Py_DECREF(node);
                 goto done;
@@ -1536,7 +1612,7 @@ edit_run(EditState *st, PyObject *root, Py_ssize_t root_level, PyObject *ekeys, 
     Py_ssize_t nold = PyList_GET_SIZE(old);
     int same_nodes = PyList_GET_SIZE(new) == nold;
     for (Py_ssize_t j = 0; same_nodes && j < nold; j++) {
-        PyObject *addr = PyObject_GetAttr(PyList_GET_ITEM(old, j), s_address);
+        PyObject *addr = node_get(PyList_GET_ITEM(old, j), F_ADDRESS);
         if (addr == NULL) goto done;
         int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(PyList_GET_ITEM(new, j), 1), addr, Py_EQ);
         Py_DECREF(addr);
@@ -1549,7 +1625,7 @@ edit_run(EditState *st, PyObject *root, Py_ssize_t root_level, PyObject *ekeys, 
             Py_XSETREF(*top, new);
         }
         for (Py_ssize_t j = 0; j < nold; j++) {
-            PyObject *ok = PyObject_GetAttr(PyList_GET_ITEM(old, j), s_keys);
+            PyObject *ok = node_get(PyList_GET_ITEM(old, j), F_KEYS);
             if (ok == NULL) goto done;
             if (!PyList_CheckExact(ok)) {
                 Py_DECREF(ok);
@@ -1584,6 +1660,104 @@ done:
     return rc;
 }
 
+/* One level of an edit: the edits it causes on the level above (sorted keys, values) and, at
+ * the root's level, ``*top`` (the new refs, or NULL if nothing changed). New nodes go to
+ * st->emitted. 0 ok (new references in *pkeys, *pvals, *top), -1 error or a missing node
+ * (st->missing set, no exception). */
+static int
+level_edit(EditState *st, PyObject *root, Py_ssize_t root_level, PyObject *ekeys,
+           PyObject *evals, PyObject **pkeys, PyObject **pvals, PyObject **top)
+{
+    int rc = -1;
+    *pkeys = *pvals = *top = NULL;
+    st->ncol = st->level == 0 ? 2 : 3;
+    PyObject *parent = PyDict_New(), *keys = NULL, *vals = NULL;
+    if (parent == NULL) return -1;
+    Py_ssize_t n = PyList_GET_SIZE(ekeys), ei = 0;
+    while (ei < n)
+        if (edit_run(st, root, root_level, ekeys, evals, &ei, parent, top) < 0) goto done;
+    keys = PyDict_Keys(parent);
+    if (keys == NULL || PyList_Sort(keys) < 0) goto done;
+    vals = PyList_New(PyList_GET_SIZE(keys));
+    if (vals == NULL) goto done;
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(keys); j++) {
+        PyObject *v = PyDict_GetItemWithError(parent, PyList_GET_ITEM(keys, j));
+        if (v == NULL) goto done;
+        Py_INCREF(v);
+        PyList_SET_ITEM(vals, j, v);
+    }
+    *pkeys = keys;
+    *pvals = vals;
+    keys = vals = NULL;
+    rc = 0;
+done:
+    if (rc < 0) Py_CLEAR(*top);
+    Py_XDECREF(keys);
+    Py_XDECREF(vals);
+    Py_DECREF(parent);
+    return rc;
+}
+
+/* The common arguments of edit_level and edit_tree: chunker, load_cached, make_leaf,
+ * make_internal, root (and the root's level), mn, mx. */
+static int
+edit_setup(EditState *st, PyObject *const *args, PyObject *mn, PyObject *mx,
+           Py_ssize_t *root_level)
+{
+    memset(st, 0, sizeof(*st));
+    if (!PyObject_TypeCheck(args[0], &ChunkerType)) {
+        PyErr_SetString(PyExc_TypeError, "edit: chunker must be a Chunker");
+        return -1;
+    }
+    st->chunker = (Chunker *)args[0];
+    if (check_ready(st->chunker) < 0) return -1;
+    st->load_cached = args[1];
+    st->make_leaf = args[2];
+    st->make_internal = args[3];
+    Py_ssize_t nums[2];
+    PyObject *bounds[2] = {mn, mx};
+    if (as_sizes(bounds, 2, nums) < 0) return -1;
+    st->mn = nums[0];
+    st->mx = nums[1];
+    PyObject *lv = node_get(args[4], F_LEVEL);
+    if (lv == NULL) return -1;
+    *root_level = PyLong_AsSsize_t(lv);
+    Py_DECREF(lv);
+    if (*root_level == -1 && PyErr_Occurred()) return -1;
+    if (*root_level < 0) {
+        PyErr_SetString(PyExc_ValueError, "edit: the root's level is negative");
+        return -1;
+    }
+    st->emitted = PyList_New(0);
+    return st->emitted == NULL ? -1 : 0;
+}
+
+static int
+edit_lists_ok(PyObject *ekeys, PyObject *evals)
+{
+    if (!PyList_CheckExact(ekeys) || !PyList_CheckExact(evals) ||
+        PyList_GET_SIZE(ekeys) != PyList_GET_SIZE(evals)) {
+        PyErr_SetString(PyExc_ValueError, "edit: the edits must be two lists of one length");
+        return 0;
+    }
+    return 1;
+}
+
+/* the result of a call that failed: the missing node's address, or NULL (an exception) */
+static PyObject *
+edit_failed(EditState *st)
+{
+    PyObject *out = NULL;
+    if (st->missing != NULL && !PyErr_Occurred()) {
+        out = st->missing;
+        st->missing = NULL;
+    }
+    Py_CLEAR(st->missing);
+    Py_CLEAR(st->emitted);
+    Py_CLEAR(st->level_obj);
+    return out;
+}
+
 /* edit_level(chunker, load_cached, make_leaf, make_internal, root, level, ekeys, evals, mn, mx)
  * -> (parent_keys, parent_values, top, emitted, visits), or the address of a node that
  * is not cached (bytes). */
@@ -1595,72 +1769,70 @@ edit_level(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                          "make_internal, root, level, ekeys, evals, mn, mx)");
         return NULL;
     }
-    if (!PyObject_TypeCheck(args[0], &ChunkerType)) {
-        PyErr_SetString(PyExc_TypeError, "edit_level: chunker must be a Chunker");
+    EditState st;
+    Py_ssize_t root_level;
+    if (edit_setup(&st, args, args[8], args[9], &root_level) < 0) return edit_failed(&st);
+    PyObject *ekeys = args[6], *evals = args[7];
+    st.level = PyLong_AsSsize_t(args[5]);
+    if (st.level == -1 && PyErr_Occurred()) return edit_failed(&st);
+    if (st.level < 0 || !edit_lists_ok(ekeys, evals)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "edit_level: bad level");
+        return edit_failed(&st);
+    }
+    if (root_level < st.level) {
+        PyErr_SetString(PyExc_ValueError, "edit_level: the root is below the level");
+        return edit_failed(&st);
+    }
+    Py_INCREF(args[5]);
+    st.level_obj = args[5];
+    PyObject *pkeys, *pvals, *top;
+    if (level_edit(&st, args[4], root_level, ekeys, evals, &pkeys, &pvals, &top) < 0)
+        return edit_failed(&st);
+    PyObject *result = Py_BuildValue("(NNNOn)", pkeys, pvals, top != NULL ? top : Py_NewRef(Py_None),
+                                     st.emitted, st.visits);
+    Py_CLEAR(st.emitted);
+    Py_CLEAR(st.level_obj);
+    return result;
+}
+
+/* edit_tree(chunker, load_cached, make_leaf, make_internal, root, ekeys, evals, mn, mx)
+ * -> (top, emitted, visits): every level of store/tree.py Tree._edit in one call, ``top``
+ * the new refs of the root's level (None if the tree did not change; Tree._finish makes the
+ * root of them), or the address of a node that is not cached (bytes). */
+static PyObject *
+edit_tree(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "edit_tree(chunker, load_cached, make_leaf, "
+                                         "make_internal, root, ekeys, evals, mn, mx)");
         return NULL;
     }
     EditState st;
-    memset(&st, 0, sizeof(st));
-    st.chunker = (Chunker *)args[0];
-    if (check_ready(st.chunker) < 0) return NULL;
-    st.load_cached = args[1];
-    st.make_leaf = args[2];
-    st.make_internal = args[3];
-    PyObject *root = args[4], *ekeys = args[6], *evals = args[7];
-    st.level_obj = args[5];
-    Py_ssize_t nums[3];
-    PyObject *lmm[3] = {args[5], args[8], args[9]};
-    if (as_sizes(lmm, 3, nums) < 0) return NULL;
-    st.level = nums[0];
-    st.mn = nums[1];
-    st.mx = nums[2];
-    st.ncol = st.level == 0 ? 2 : 3;
-    if (st.level < 0 || !PyList_CheckExact(ekeys) || !PyList_CheckExact(evals) ||
-        PyList_GET_SIZE(ekeys) != PyList_GET_SIZE(evals)) {
-        PyErr_SetString(PyExc_ValueError, "edit_level: bad level, or edit lists");
-        return NULL;
-    }
-    PyObject *lv = PyObject_GetAttr(root, s_level);
-    if (lv == NULL) return NULL;
-    Py_ssize_t root_level = PyLong_AsSsize_t(lv);
-    Py_DECREF(lv);
-    if (root_level == -1 && PyErr_Occurred()) return NULL;
-    if (root_level < st.level) {
-        PyErr_SetString(PyExc_ValueError, "edit_level: the root is below the level");
-        return NULL;
-    }
-    PyObject *parent = PyDict_New(), *top = NULL, *result = NULL, *pkeys = NULL, *pvals = NULL;
-    st.emitted = PyList_New(0);
-    if (parent == NULL || st.emitted == NULL) goto done;
-    Py_ssize_t n = PyList_GET_SIZE(ekeys), ei = 0;
-    while (ei < n) {
-        if (edit_run(&st, root, root_level, ekeys, evals, &ei, parent, &top) < 0) {
-            if (st.missing != NULL && !PyErr_Occurred()) {
-                result = st.missing;
-                st.missing = NULL;
-            }
-            goto done;
+    Py_ssize_t root_level;
+    if (edit_setup(&st, args, args[7], args[8], &root_level) < 0) return edit_failed(&st);
+    if (!edit_lists_ok(args[5], args[6])) return edit_failed(&st);
+    PyObject *ekeys = args[5], *evals = args[6], *top = NULL;
+    Py_INCREF(ekeys);
+    Py_INCREF(evals);
+    for (Py_ssize_t level = 0; level <= root_level && PyList_GET_SIZE(ekeys) > 0; level++) {
+        st.level = level;
+        Py_XSETREF(st.level_obj, PyLong_FromSsize_t(level));
+        PyObject *pkeys, *pvals;
+        if (st.level_obj == NULL ||
+            level_edit(&st, args[4], root_level, ekeys, evals, &pkeys, &pvals, &top) < 0) {
+            Py_DECREF(ekeys);
+            Py_DECREF(evals);
+            return edit_failed(&st);
         }
+        Py_SETREF(ekeys, pkeys);
+        Py_SETREF(evals, pvals);
     }
-    pkeys = PyDict_Keys(parent);
-    if (pkeys == NULL || PyList_Sort(pkeys) < 0) goto done;
-    pvals = PyList_New(PyList_GET_SIZE(pkeys));
-    if (pvals == NULL) goto done;
-    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(pkeys); j++) {
-        PyObject *v = PyDict_GetItemWithError(parent, PyList_GET_ITEM(pkeys, j));
-        if (v == NULL) goto done;
-        Py_INCREF(v);
-        PyList_SET_ITEM(pvals, j, v);
-    }
-    result = Py_BuildValue("(OOOOn)", pkeys, pvals, top != NULL ? top : Py_None, st.emitted,
-                           st.visits);
-done:
-    Py_XDECREF(st.missing);
-    Py_XDECREF(st.emitted);
-    Py_XDECREF(parent);
-    Py_XDECREF(top);
-    Py_XDECREF(pkeys);
-    Py_XDECREF(pvals);
+    Py_DECREF(ekeys);
+    Py_DECREF(evals);
+    PyObject *result = Py_BuildValue("(NOn)", top != NULL ? top : Py_NewRef(Py_None), st.emitted,
+                                     st.visits);
+    Py_CLEAR(st.emitted);
+    Py_CLEAR(st.level_obj);
     return result;
 }
 
@@ -1674,6 +1846,9 @@ static PyMethodDef module_methods[] = {
     {"edit_level", (PyCFunction)(void (*)(void))edit_level, METH_FASTCALL,
      "edit_level(chunker, load_cached, make_leaf, make_internal, root, level, ekeys, evals, "
      "mn, mx): store/tree.py Tree._edit_level over cached nodes"},
+    {"edit_tree", (PyCFunction)(void (*)(void))edit_tree, METH_FASTCALL,
+     "edit_tree(chunker, load_cached, make_leaf, make_internal, root, ekeys, evals, mn, mx): "
+     "every level of store/tree.py Tree._edit over cached nodes"},
     {"table_insert_entries", (PyCFunction)(void (*)(void))table_insert_entries, METH_FASTCALL,
      "table_insert_entries(tags, locs, mask, used, base, entries): store/file.py _Table.add"},
     {"table_rehash", (PyCFunction)(void (*)(void))table_rehash, METH_FASTCALL,
@@ -1697,22 +1872,15 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     if (PyType_Ready(&ChunkerType) < 0) return NULL;
-    if ((s_level = PyUnicode_InternFromString("level")) == NULL ||
-        (s_keys = PyUnicode_InternFromString("keys")) == NULL ||
-        (s_values = PyUnicode_InternFromString("values")) == NULL ||
-        (s_children = PyUnicode_InternFromString("children")) == NULL ||
-        (s_counts = PyUnicode_InternFromString("counts")) == NULL ||
-        (s_address = PyUnicode_InternFromString("address")) == NULL ||
-        (s_count = PyUnicode_InternFromString("count")) == NULL)
+    if ((n_level = PyUnicode_InternFromString("level")) == NULL ||
+        (n_keys = PyUnicode_InternFromString("keys")) == NULL ||
+        (n_values = PyUnicode_InternFromString("values")) == NULL ||
+        (n_children = PyUnicode_InternFromString("children")) == NULL ||
+        (n_counts = PyUnicode_InternFromString("counts")) == NULL ||
+        (n_count = PyUnicode_InternFromString("count")) == NULL ||
+        (n_size = PyUnicode_InternFromString("size")) == NULL ||
+        (n_address = PyUnicode_InternFromString("address")) == NULL)
         return NULL;
-    n_level = s_level;
-    n_keys = s_keys;
-    n_values = s_values;
-    n_children = s_children;
-    n_counts = s_counts;
-    n_count = s_count;
-    n_address = s_address;
-    if ((n_size = PyUnicode_InternFromString("size")) == NULL) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
     Py_INCREF(&ChunkerType);

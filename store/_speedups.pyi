@@ -66,6 +66,22 @@ def edit_level(
     ]
 ): ...
 
+# every level of store/tree.py Tree._edit over cached nodes: (top refs or None if the tree did
+# not change, emitted (node, data) pairs, nodes visited), or the address of a node that is not
+# cached
+def edit_tree(
+    chunker: Chunker,
+    load_cached: Callable[[bytes], Any],
+    make_leaf: Callable[..., tuple[Any, bytes]],
+    make_internal: Callable[..., tuple[Any, bytes]],
+    root: Any,
+    ekeys: list[bytes],
+    evals: list[Any],
+    mn: int,
+    mx: int,
+    /,
+) -> bytes | tuple[list[tuple[bytes, bytes, int]] | None, list[tuple[Any, bytes]], int]: ...
+
 # store/nodes.py make_leaf / make_internal (after bind_nodes)
 def bind_nodes(
     node_type: type, libcrypto_path: str, sha256: Callable[[bytes], bytes], /

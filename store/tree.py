@@ -809,12 +809,38 @@ class Tree:
             return self
         nodes = self.nodes
         root = await nodes.load(self.root)
+        top: list[Ref] | None = None
+        # nodes loaded for the C edits, and held for their next calls: every miss restarts a
+        # call, so after _NATIVE_MISSES of them (a cold cache, a large edit) Python goes on
+        held: dict[bytes, Node] = {}
+        if type(nodes) is Nodes and root.level < 60:
+            # every level in one C call (store/_speedups.c edit_tree) over cached nodes, as
+            # _edit_level does each level (see there; a node not cached comes back as its
+            # address), else level by level below
+            config = nodes.config
+            chunker = _survival_table(config.target, config.max_size).native
+            cached: Callable[[bytes], Node | None] = nodes.load_cached
+            while chunker is not None and len(held) < _NATIVE_MISSES:
+                done = _native.edit_tree(  # type: ignore[union-attr]
+                    chunker, cached, make_leaf, make_internal, root, ekeys, evals,
+                    config.min_size, config.max_size,
+                )  # fmt: skip
+                if type(done) is bytes:
+                    held[done] = await nodes.load(done)
+                    nodes.stats.reads -= 1  # the next call reads it again, and counts that
+                    cached = _held_first(held, nodes.load_cached)
+                    continue
+                top, emitted, visits = done
+                nodes.stats.reads += visits
+                add = nodes.add
+                for node, data in emitted:
+                    add(node, data)
+                return self if top is None else await self._done(top, root.level, flush)
         level_keys: list[bytes] = ekeys
         level_vals: list[Any] = evals
-        top: list[Ref] | None = None
         for level in range(root.level + 1):
             parent_keys, parent_vals, top = await self._edit_level(
-                root, level, level_keys, level_vals
+                root, level, level_keys, level_vals, held
             )
             if level == root.level:
                 break
@@ -823,13 +849,21 @@ class Tree:
             level_keys, level_vals = parent_keys, parent_vals
         if top is None:
             return self
-        tree = await self._finish(top, root.level)
+        return await self._done(top, root.level, flush)
+
+    async def _done(self, top: list[Ref], level: int, flush: bool) -> Tree:
+        tree = await self._finish(top, level)
         if flush:
-            await nodes.flush()
+            await self.nodes.flush()
         return tree
 
     async def _edit_level(
-        self, root: Node, level: int, ekeys: list[bytes], evals: list[Any]
+        self,
+        root: Node,
+        level: int,
+        ekeys: list[bytes],
+        evals: list[Any],
+        held: dict[bytes, Node] | None = None,
     ) -> tuple[list[bytes], list[Any], list[Ref] | None]:
         """Apply the sorted edits ``ekeys``/``evals`` to one level. Returns the edits this
         causes on the level above (``last key -> (address, count)`` or None to remove), and,
@@ -854,8 +888,9 @@ class Tree:
         # them again), so every call gets further. Each call starts the level over, so after
         # a few misses (a cold cache, a large edit) the Python walk below does the level:
         # it loads as it goes, without starting over.
-        held: dict[bytes, Node] = {}
-        cached: Callable[[bytes], Node | None] = nodes.load_cached
+        if held is None:
+            held = {}
+        cached = _held_first(held, nodes.load_cached) if held else nodes.load_cached
         while (
             chunker is not None
             and type(nodes) is Nodes
