@@ -937,6 +937,91 @@ static PyTypeObject ChunkerType = {
     .tp_methods = Chunker_methods,
 };
 
+/* ------------------------------------------------------------------ the file store's records */
+
+static void
+put_be(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        p[i] = (unsigned char)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+/* encode_records(nodes, start, limit) -> (records, entries, idx) or None: store/file.py
+ * _encode_batch's node records for a batch at file offset ``start``, joined (one bytes);
+ * the entries (address, offset, length) and their .idx bytes (_pack_entries). ``nodes`` is
+ * a list of (address, data) pairs, addresses 33 bytes. None if the records would take more
+ * than ``limit`` bytes (the caller writes such a batch in parts, never joined). */
+static PyObject *
+encode_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "encode_records(nodes: list, start, limit)");
+        return NULL;
+    }
+    PyObject *nodes = args[0];
+    Py_ssize_t sizes[2];
+    PyObject *nums[2] = {args[1], args[2]};
+    if (as_sizes(nums, 2, sizes) < 0) return NULL;
+    Py_ssize_t start = sizes[0], limit = sizes[1], n = PyList_GET_SIZE(nodes), total = 0;
+    if (start < 0) {
+        PyErr_SetString(PyExc_ValueError, "encode_records: a negative offset");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(nodes, i);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 0)) ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "encode_records: nodes are (address, data) bytes");
+            return NULL;
+        }
+        if (PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) != 33) {
+            PyErr_SetString(PyExc_ValueError, "encode_records: an address is not 33 bytes");
+            return NULL;
+        }
+        Py_ssize_t len = PyBytes_GET_SIZE(PyTuple_GET_ITEM(pair, 1));
+        if (len > 0xffffffffLL) {
+            PyErr_SetString(PyExc_ValueError, "encode_records: a node is too large");
+            return NULL;
+        }
+        total += 38 + len;
+        if (total > limit) Py_RETURN_NONE;
+    }
+    PyObject *records = PyBytes_FromStringAndSize(NULL, total);
+    PyObject *idx = PyBytes_FromStringAndSize(NULL, 45 * n);
+    PyObject *entries = PyList_New(n);
+    if (records == NULL || idx == NULL || entries == NULL) goto fail;
+    unsigned char *r = (unsigned char *)PyBytes_AS_STRING(records);
+    unsigned char *x = (unsigned char *)PyBytes_AS_STRING(idx);
+    Py_ssize_t pos = start;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *address = PyTuple_GET_ITEM(PyList_GET_ITEM(nodes, i), 0);
+        PyObject *data = PyTuple_GET_ITEM(PyList_GET_ITEM(nodes, i), 1);
+        Py_ssize_t len = PyBytes_GET_SIZE(data);
+        r[0] = 0x4E; /* NODE_TAG */
+        put_be(r + 1, (uint64_t)len, 4);
+        memcpy(r + 5, PyBytes_AS_STRING(address), 33);
+        memcpy(r + 38, PyBytes_AS_STRING(data), (size_t)len);
+        r += 38 + len;
+        memcpy(x, PyBytes_AS_STRING(address), 33);
+        put_be(x + 33, (uint64_t)pos, 8);
+        put_be(x + 41, (uint64_t)len, 4);
+        x += 45;
+        PyObject *entry = Py_BuildValue("(Onn)", address, pos, len);
+        if (entry == NULL) goto fail;
+        PyList_SET_ITEM(entries, i, entry);
+        pos += 38 + len;
+    }
+    return Py_BuildValue("(NNN)", records, entries, idx);
+fail:
+    Py_XDECREF(records);
+    Py_XDECREF(idx);
+    Py_XDECREF(entries);
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ the file store's index */
 
 /* store/file.py _Table: an open-addressing table with linear probing in two arrays, a u32
@@ -1849,6 +1934,9 @@ static PyMethodDef module_methods[] = {
     {"edit_tree", (PyCFunction)(void (*)(void))edit_tree, METH_FASTCALL,
      "edit_tree(chunker, load_cached, make_leaf, make_internal, root, ekeys, evals, mn, mx): "
      "every level of store/tree.py Tree._edit over cached nodes"},
+    {"encode_records", (PyCFunction)(void (*)(void))encode_records, METH_FASTCALL,
+     "encode_records(nodes, start, limit) -> (records, entries, idx) or None: store/file.py "
+     "_encode_batch's node records, joined"},
     {"table_insert_entries", (PyCFunction)(void (*)(void))table_insert_entries, METH_FASTCALL,
      "table_insert_entries(tags, locs, mask, used, base, entries): store/file.py _Table.add"},
     {"table_rehash", (PyCFunction)(void (*)(void))table_rehash, METH_FASTCALL,

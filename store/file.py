@@ -233,6 +233,9 @@ INLINE_SYNC_SECONDS = 0.001
 PREFILL_AFTER = 16
 PREFILL_SMALL = 128 * 1024
 PREFILL_CHUNK = 1024 * 1024
+# A batch's node records up to this size are joined into one bytes (store/_speedups.c
+# encode_records); larger ones are written as they are, in parts
+JOIN_BYTES = 1024 * 1024
 _ZEROS = bytes(64 * 1024)
 _SCAN_PIECE = 64 * 1024  # a scan reads a segment's new bytes in pieces from this size up
 _KEPT_REF_FILES = 64  # ref files a store object keeps open (see _Core._load_ref_kept)
@@ -350,23 +353,33 @@ def _parse_batches(
 
 def _encode_batch(
     nodes: list[tuple[bytes, bytes]], start: int, refs: list[RefRecord] | None = None
-) -> tuple[list[bytes], int, list[Entry]]:
+) -> tuple[list[bytes], int, list[Entry], bytes]:
     """One batch (node records, ref records, commit record) to be written at file offset
     ``start``: its parts (written with one ``pwritev``, never joined: a batch can be tens of
-    MB, and copies that big would fragment the heap), its length, its node entries."""
+    MB, and copies that big would fragment the heap), its length, its node entries and their
+    .idx bytes (:func:`_pack_entries`). (The C twin of the node records joins a small batch's,
+    up to JOIN_BYTES: one copy, one checksum update.)"""
     parts: list[bytes] = []
-    entries: list[Entry] = []
     checksum = xxhash.xxh3_64()
     pos = start
-    head_size = _NODE_HEAD.size
-    for address, data in nodes:
-        head = _NODE_HEAD.pack(NODE_TAG, len(data), address)
-        parts.append(head)
-        parts.append(data)
-        checksum.update(head)
-        checksum.update(data)
-        entries.append((address, pos, len(data)))
-        pos += head_size + len(data)
+    joined = None if native is None else native.encode_records(nodes, start, JOIN_BYTES)
+    if joined is not None:
+        records, entries, idx = joined
+        parts.append(records)
+        checksum.update(records)
+        pos += len(records)
+    else:
+        entries = []
+        head_size = _NODE_HEAD.size
+        for address, data in nodes:
+            head = _NODE_HEAD.pack(NODE_TAG, len(data), address)
+            parts.append(head)
+            parts.append(data)
+            checksum.update(head)
+            checksum.update(data)
+            entries.append((address, pos, len(data)))
+            pos += head_size + len(data)
+        idx = _pack_entries(entries)
     refs = refs or []
     for name, version, value in refs:
         raw = name.encode("ascii")
@@ -381,7 +394,7 @@ def _encode_batch(
     records_len = pos - start
     commit = _COMMIT.pack(COMMIT_TAG, len(nodes) + len(refs), records_len, checksum.intdigest())
     parts.append(commit)
-    return parts, records_len + len(commit), entries
+    return parts, records_len + len(commit), entries, idx
 
 
 def _pack_entries(entries: list[Entry]) -> bytes:
@@ -1284,7 +1297,7 @@ class _Core:
         if w is None:
             w = self._new_segment()
         start = w.end if w.end else len(SEGMENT_MAGIC_2)
-        parts, size, entries = _encode_batch(new, start, refs)
+        parts, size, entries, idx = _encode_batch(new, start, refs)
         if not w.end:
             parts.insert(0, SEGMENT_MAGIC_2)
             size += len(SEGMENT_MAGIC_2)
@@ -1305,7 +1318,7 @@ class _Core:
             w.suspect = False
             raise StoreError(f"{self._where()}: cannot write nodes: {exc}") from exc
         w.end += size
-        w.idx += _pack_entries(entries)
+        w.idx += idx
         w.count += len(entries)
         self._add_entries(w.seg, entries)
         self._unstage(taken)
@@ -1488,11 +1501,11 @@ class _Core:
         is renamed into place before the segment, so the segment is sealed when it appears."""
         self._seq += 1
         name = f"{self.writer_id}-{self._seq:06d}.seg"
-        parts, size, entries = _encode_batch(nodes, len(SEGMENT_MAGIC))
+        parts, size, _, idx = _encode_batch(nodes, len(SEGMENT_MAGIC))
         parts.insert(0, SEGMENT_MAGIC)
         tmp = os.path.join(self.nodes_dir, TMP_PREFIX + name)
         self._write_durably(tmp, parts)
-        self._write_idx(name, _pack_entries(entries), size + len(SEGMENT_MAGIC), sync_dir=False)
+        self._write_idx(name, idx, size + len(SEGMENT_MAGIC), sync_dir=False)
         os.rename(tmp, os.path.join(self.nodes_dir, name))
         self._count("segments_created")
 

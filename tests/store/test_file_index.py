@@ -18,6 +18,8 @@ from typing import Any
 import anyio
 import pytest
 import xxhash
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from store import file as file_module
 from store.codec import address_of
@@ -339,12 +341,69 @@ async def test_the_index_costs_a_few_dozen_bytes_a_node(
 # ------------------------------------------------------------------ writing a batch
 
 
-def test_a_batch_is_written_as_the_format_says() -> None:
-    """_encode_batch returns parts (written with pwritev, never joined) whose bytes are the
-    version-2 batch of docs/format.md: node records, ref records, one commit record."""
+@settings(max_examples=200, deadline=None)
+@given(
+    datas=st.lists(st.binary(max_size=600), max_size=12),
+    start=st.integers(0, 2**40),
+    limit=st.integers(0, 8000),
+)
+def test_c_node_records_are_the_python_ones(datas: list[bytes], start: int, limit: int) -> None:
+    """store/_speedups.c encode_records joins exactly the node records, entries and .idx
+    bytes _encode_batch's Python loop makes, or declines (None) past ``limit`` bytes."""
+    from store.speedups import native
+    assert native is not None, "the C extension is not built"
+    nodes = [(address_of(d), d) for d in datas]
+    got = native.encode_records(nodes, start, limit)
+    size = sum(38 + len(d) for d in datas)
+    if size > limit:
+        assert got is None
+        return
+    assert got is not None
+    records, entries, idx = got
+    pos, want_entries = start, []
+    for a, d in nodes:
+        want_entries.append((a, pos, len(d)))
+        pos += 38 + len(d)
+    assert records == b"".join(b"N" + struct.pack(">I", len(d)) + a + d for a, d in nodes)
+    assert entries == want_entries
+    assert idx == b"".join(struct.pack(">33sQI", *e) for e in want_entries)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ([(b"x" * 32, b"data")], 0, 100),  # a short address
+        ([(b"x" * 33, "data")], 0, 100),  # data not bytes
+        ([[b"x" * 33, b"data"]], 0, 100),  # a list, not a pair
+        ([(b"x" * 33, b"data")], -1, 100),  # a negative offset
+        ((), 0, 100),  # not a list
+    ],
+)
+def test_c_node_records_refuse_bad_input(args: tuple[Any, ...]) -> None:
+    from store.speedups import native
+    assert native is not None, "the C extension is not built"
+    with pytest.raises((TypeError, ValueError)):
+        native.encode_records(*args)
+
+
+@pytest.mark.parametrize("way", ["python", "c joined", "c too large to join"])
+def test_a_batch_is_written_as_the_format_says(way: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """_encode_batch returns parts (written with pwritev; joined only up to JOIN_BYTES, by the
+    C twin of the node records) whose bytes are the version-2 batch of docs/format.md: node
+    records, ref records, one commit record; and the entries' .idx bytes."""
+    from store.speedups import native
+
+    if way == "python":
+        monkeypatch.setattr(file_module, "native", None)
+    else:
+        assert native is not None, "the C extension is not built"
+        if way == "c too large to join":
+            monkeypatch.setattr(file_module, "JOIN_BYTES", 300)
     nodes = [(address_of(d), d) for d in (b"one", b"two" * 100, b"")]
     refs: list[tuple[str, int, bytes | None]] = [("branches/main", 7, b"head"), ("gone", 3, None)]
-    parts, size, entries = _encode_batch(nodes, 8, refs)
+    parts, size, entries, idx = _encode_batch(nodes, 8, refs)
+    assert len(parts) == (1 if way == "c joined" else 2 * len(nodes)) + len(refs) + 1
+    assert idx == b"".join(struct.pack(">33sQI", *entry) for entry in entries)
     records = b"".join(
         [b"N" + struct.pack(">I", len(d)) + a + d for a, d in nodes]
         + [b"R" + struct.pack(">H", 13) + b"branches/main" + struct.pack(">QI", 7, 4) + b"head"]
