@@ -45,6 +45,12 @@ def table_rehash(
 ) -> None: ...
 def table_hits(tags: array[int], mask: int, addresses: Sequence[bytes], /) -> list[bytes]: ...
 
+# store/file.py _encode_batch's node records, joined: (records, entries, .idx bytes), or None
+# past ``limit`` bytes
+def encode_records(
+    nodes: list[tuple[bytes, bytes]], start: int, limit: int, /
+) -> tuple[bytes, list[tuple[bytes, int, int]], bytes] | None: ...
+
 # store/tree.py Tree._edit_level over cached nodes: (parent keys, parent values, top refs,
 # emitted (node, data) pairs, nodes visited), or the address of a node that is not cached
 def edit_level(
