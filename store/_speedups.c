@@ -258,8 +258,8 @@ find_slots(PyTypeObject *t)
     fast_slots = 0;
     if (t->tp_new != PyBaseObject_Type.tp_new || t->tp_init != PyBaseObject_Type.tp_init ||
         t->tp_setattro != PyObject_GenericSetAttr || t->tp_getattro != PyObject_GenericGetAttr ||
-        !PyType_IS_GC(t) || t->tp_itemsize != 0)
-        return;
+        !PyType_IS_GC(t) || t->tp_itemsize != 0 || t->tp_dictoffset != 0)
+        return; /* (a __dict__ could hold a cycle: such nodes stay tracked) */
     for (int i = 0; i < NFIELDS; i++) {
         PyObject *d = PyObject_GetAttr((PyObject *)t, names[i]);
         if (d == NULL) {
@@ -267,6 +267,7 @@ find_slots(PyTypeObject *t)
             return;
         }
         int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+                 PyType_IsSubtype(t, PyDescr_TYPE(d)) &&
                  ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
                  !(((PyMemberDescrObject *)d)->d_member->flags & READONLY);
         if (ok) slot_offset[i] = ((PyMemberDescrObject *)d)->d_member->offset;
@@ -1228,10 +1229,10 @@ fail:
 
 /* ------------------------------------------------------------------ one level of a tree edit */
 
-/* store/tree.py Tree._edit_level for a level whose nodes are all in the node cache: the
- * same walk, the same chunker decisions, the same nodes (made by the same make_leaf /
- * make_internal). A node that is not cached ends the call: the caller loads it and calls
- * again (nothing is kept from the failed call). */
+/* store/tree.py Tree._edit_level, level after level (edit_tree: Tree._edit), for trees whose
+ * nodes are all in the node cache: the same walk, the same chunker decisions, the same nodes
+ * (made by the same make_leaf / make_internal). A node that is not cached ends the call: the
+ * caller loads it and calls again (nothing is kept from the failed call). */
 
 
 #define MAX_PATH 64
@@ -1266,13 +1267,13 @@ view_of(PyObject *node, int ncol, NodeView *v)
         v->cols[c] = node_get(node, fields[c]);
         if (v->cols[c] == NULL) goto fail;
         if (!PyList_CheckExact(v->cols[c])) {
-            PyErr_SetString(PyExc_TypeError, "edit_level: a node's fields must be lists");
+            PyErr_SetString(PyExc_TypeError, "edit: a node's fields must be lists");
             goto fail;
         }
     }
     if (PyList_GET_SIZE(v->cols[1]) != PyList_GET_SIZE(v->cols[0]) ||
         (ncol == 3 && PyList_GET_SIZE(v->cols[2]) != PyList_GET_SIZE(v->cols[0]))) {
-        PyErr_SetString(PyExc_ValueError, "edit_level: a node's lists differ in length");
+        PyErr_SetString(PyExc_ValueError, "edit: a node's lists differ in length");
         goto fail;
     }
     return 0;
@@ -1286,7 +1287,7 @@ static int
 bytes_lt(PyObject *a, PyObject *b)
 {
     if (!PyBytes_CheckExact(a) || !PyBytes_CheckExact(b)) {
-        PyErr_SetString(PyExc_TypeError, "edit_level: keys must be bytes");
+        PyErr_SetString(PyExc_TypeError, "edit: keys must be bytes");
         return -1;
     }
     Py_ssize_t la = PyBytes_GET_SIZE(a), lb = PyBytes_GET_SIZE(b);
@@ -1361,7 +1362,7 @@ emit(EditState *st, PyObject **cols, Py_ssize_t a, Py_ssize_t b, PyObject *out)
     }
     if (made == NULL) goto done;
     if (!PyTuple_CheckExact(made) || PyTuple_GET_SIZE(made) != 2) {
-        PyErr_SetString(PyExc_TypeError, "edit_level: make_* must return (node, data)");
+        PyErr_SetString(PyExc_TypeError, "edit: make_* must return (node, data)");
         goto done;
     }
     if (PyList_Append(st->emitted, made) < 0) goto done;
@@ -1403,7 +1404,7 @@ apply_edits(EditState *st, NodeView *nv, PyObject *ekeys, PyObject *evals, Py_ss
         PyObject *v = PyList_GET_ITEM(evals, x);
         if (ncol == 3 && v != Py_None && (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 2)) {
             PyErr_SetString(PyExc_TypeError,
-                            "edit_level: an internal edit is (address, count) or None");
+                            "edit: an internal edit is (address, count) or None");
             return -1;
         }
     }
@@ -1522,7 +1523,7 @@ edit_run(EditState *st, PyObject *root, Py_ssize_t root_level, PyObject *ekeys, 
     while (nlevel > st->level) {
         if (depth >= MAX_PATH) {
             Py_DECREF(node);
-            PyErr_SetString(PyExc_ValueError, "edit_level: tree too deep");
+            PyErr_SetString(PyExc_ValueError, "edit: tree too deep");
             goto done;
         }
         if (view_of(node, 3, &path[depth]) < 0) {
@@ -1539,7 +1540,7 @@ edit_run(EditState *st, PyObject *root, Py_ssize_t root_level, PyObject *ekeys, 
         if (i == PyList_GET_SIZE(pk)) i -= 1;
         if (i < 0) {
             depth++;
-            PyErr_SetString(PyExc_ValueError, "edit_level: an empty internal node");
+            PyErr_SetString(PyExc_ValueError, "edit: an empty internal node");
             goto done;
         }
         pidx[depth] = i;
@@ -1646,7 +1647,7 @@ edit_run(EditState *st, PyObject *root, Py_ssize_t root_level, PyObject *ekeys, 
         int d = depth - 1;
         while (d >= 0 && pidx[d] == PyList_GET_SIZE(path[d].cols[0]) - 1) d--;
         if (d < 0) {
-            PyErr_SetString(PyExc_ValueError, "edit_level: no next node");
+            PyErr_SetString(PyExc_ValueError, "edit: no next node");
             goto done;
         }
         pidx[d] += 1;
@@ -1670,7 +1671,7 @@ edit_run(EditState *st, PyObject *root, Py_ssize_t root_level, PyObject *ekeys, 
             if (nlevel <= st->level) break;
             if (depth >= MAX_PATH) {
                 Py_DECREF(node);
-                PyErr_SetString(PyExc_ValueError, "edit_level: tree too deep");
+                PyErr_SetString(PyExc_ValueError, "edit: tree too deep");
                 goto done;
             }
             if (view_of(node, 3, &path[depth]) < 0) {
@@ -1681,7 +1682,7 @@ edit_run(EditState *st, PyObject *root, Py_ssize_t root_level, PyObject *ekeys, 
             pidx[depth] = 0;
             depth++;
             if (PyList_GET_SIZE(path[depth - 1].cols[1]) == 0) {
-                PyErr_SetString(PyExc_ValueError, "edit_level: an empty internal node");
+                PyErr_SetString(PyExc_ValueError, "edit: an empty internal node");
                 goto done;
             }
             node = load_node(st, PyList_GET_ITEM(path[depth - 1].cols[1], 0));
@@ -1714,7 +1715,7 @@ edit_run(EditState *st, PyObject *root, Py_ssize_t root_level, PyObject *ekeys, 
             if (ok == NULL) goto done;
             if (!PyList_CheckExact(ok)) {
                 Py_DECREF(ok);
-                PyErr_SetString(PyExc_TypeError, "edit_level: a node's keys must be a list");
+                PyErr_SetString(PyExc_TypeError, "edit: a node's keys must be a list");
                 goto done;
             }
             Py_ssize_t len = PyList_GET_SIZE(ok);
@@ -1783,7 +1784,7 @@ done:
     return rc;
 }
 
-/* The common arguments of edit_level and edit_tree: chunker, load_cached, make_leaf,
+/* The common arguments of edit_tree: chunker, load_cached, make_leaf,
  * make_internal, root (and the root's level), mn, mx. */
 static int
 edit_setup(EditState *st, PyObject *const *args, PyObject *mn, PyObject *mx,
@@ -1843,43 +1844,6 @@ edit_failed(EditState *st)
     return out;
 }
 
-/* edit_level(chunker, load_cached, make_leaf, make_internal, root, level, ekeys, evals, mn, mx)
- * -> (parent_keys, parent_values, top, emitted, visits), or the address of a node that
- * is not cached (bytes). */
-static PyObject *
-edit_level(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError, "edit_level(chunker, load_cached, make_leaf, "
-                                         "make_internal, root, level, ekeys, evals, mn, mx)");
-        return NULL;
-    }
-    EditState st;
-    Py_ssize_t root_level;
-    if (edit_setup(&st, args, args[8], args[9], &root_level) < 0) return edit_failed(&st);
-    PyObject *ekeys = args[6], *evals = args[7];
-    st.level = PyLong_AsSsize_t(args[5]);
-    if (st.level == -1 && PyErr_Occurred()) return edit_failed(&st);
-    if (st.level < 0 || !edit_lists_ok(ekeys, evals)) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "edit_level: bad level");
-        return edit_failed(&st);
-    }
-    if (root_level < st.level) {
-        PyErr_SetString(PyExc_ValueError, "edit_level: the root is below the level");
-        return edit_failed(&st);
-    }
-    Py_INCREF(args[5]);
-    st.level_obj = args[5];
-    PyObject *pkeys, *pvals, *top;
-    if (level_edit(&st, args[4], root_level, ekeys, evals, &pkeys, &pvals, &top) < 0)
-        return edit_failed(&st);
-    PyObject *result = Py_BuildValue("(NNNOn)", pkeys, pvals, top != NULL ? top : Py_NewRef(Py_None),
-                                     st.emitted, st.visits);
-    Py_CLEAR(st.emitted);
-    Py_CLEAR(st.level_obj);
-    return result;
-}
-
 /* edit_tree(chunker, load_cached, make_leaf, make_internal, root, ekeys, evals, mn, mx)
  * -> (top, emitted, visits): every level of store/tree.py Tree._edit in one call, ``top``
  * the new refs of the root's level (None if the tree did not change; Tree._finish makes the
@@ -1896,9 +1860,16 @@ edit_tree(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t root_level;
     if (edit_setup(&st, args, args[7], args[8], &root_level) < 0) return edit_failed(&st);
     if (!edit_lists_ok(args[5], args[6])) return edit_failed(&st);
-    PyObject *ekeys = args[5], *evals = args[6], *top = NULL;
-    Py_INCREF(ekeys);
-    Py_INCREF(evals);
+    /* copies: the callbacks (load_cached, make_*, the hash) are Python code, and must not be
+     * able to change the lists this walks */
+    PyObject *ekeys = PyList_GetSlice(args[5], 0, PyList_GET_SIZE(args[5]));
+    PyObject *evals = PyList_GetSlice(args[6], 0, PyList_GET_SIZE(args[6]));
+    PyObject *top = NULL;
+    if (ekeys == NULL || evals == NULL) {
+        Py_XDECREF(ekeys);
+        Py_XDECREF(evals);
+        return edit_failed(&st);
+    }
     for (Py_ssize_t level = 0; level <= root_level && PyList_GET_SIZE(ekeys) > 0; level++) {
         st.level = level;
         Py_XSETREF(st.level_obj, PyLong_FromSsize_t(level));
@@ -1928,9 +1899,6 @@ static PyMethodDef module_methods[] = {
      "make_internal(level, keys, children, counts) -> (Node, bytes): store/nodes.py make_internal"},
     {"bind_nodes", (PyCFunction)(void (*)(void))bind_nodes, METH_FASTCALL,
      "bind_nodes(node_type, libcrypto_path, sha256) -> bool: enable make_leaf/make_internal"},
-    {"edit_level", (PyCFunction)(void (*)(void))edit_level, METH_FASTCALL,
-     "edit_level(chunker, load_cached, make_leaf, make_internal, root, level, ekeys, evals, "
-     "mn, mx): store/tree.py Tree._edit_level over cached nodes"},
     {"edit_tree", (PyCFunction)(void (*)(void))edit_tree, METH_FASTCALL,
      "edit_tree(chunker, load_cached, make_leaf, make_internal, root, ekeys, evals, mn, mx): "
      "every level of store/tree.py Tree._edit over cached nodes"},

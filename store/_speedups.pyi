@@ -51,27 +51,6 @@ def encode_records(
     nodes: list[tuple[bytes, bytes]], start: int, limit: int, /
 ) -> tuple[bytes, list[tuple[bytes, int, int]], bytes] | None: ...
 
-# store/tree.py Tree._edit_level over cached nodes: (parent keys, parent values, top refs,
-# emitted (node, data) pairs, nodes visited), or the address of a node that is not cached
-def edit_level(
-    chunker: Chunker,
-    load_cached: Callable[[bytes], Any],
-    make_leaf: Callable[..., tuple[Any, bytes]],
-    make_internal: Callable[..., tuple[Any, bytes]],
-    root: Any,
-    level: int,
-    ekeys: list[bytes],
-    evals: list[Any],
-    mn: int,
-    mx: int,
-    /,
-) -> (
-    bytes
-    | tuple[
-        list[bytes], list[Any], list[tuple[bytes, bytes, int]] | None, list[tuple[Any, bytes]], int
-    ]
-): ...
-
 # every level of store/tree.py Tree._edit over cached nodes: (top refs or None if the tree did
 # not change, emitted (node, data) pairs, nodes visited), or the address of a node that is not
 # cached

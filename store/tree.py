@@ -810,17 +810,21 @@ class Tree:
         nodes = self.nodes
         root = await nodes.load(self.root)
         top: list[Ref] | None = None
-        # nodes loaded for the C edits, and held for their next calls: every miss restarts a
-        # call, so after _NATIVE_MISSES of them (a cold cache, a large edit) Python goes on
-        held: dict[bytes, Node] = {}
-        if type(nodes) is Nodes and root.level < 60:
-            # every level in one C call (store/_speedups.c edit_tree) over cached nodes, as
-            # _edit_level does each level (see there; a node not cached comes back as its
-            # address), else level by level below
-            config = nodes.config
-            chunker = _survival_table(config.target, config.max_size).native
+        config = nodes.config
+        chunker = _survival_table(config.target, config.max_size).native
+        if chunker is not None and type(nodes) is Nodes and root.level < 60:
+            # Every level in one C call (store/_speedups.c edit_tree: the walk of
+            # _edit_level, level after level) over cached nodes. A node that is not cached
+            # comes back as its address, to load and go again. Only for plain Nodes:
+            # subclasses (sync's rebuilds, speculative transactions) read and count their
+            # own way, through their load().
+            # The nodes loaded so are held here for the next calls (a small cache could drop
+            # them again), so every call gets further. Each call starts over, so after a few
+            # misses (a cold cache, a large edit) the Python walk below does the edit: it
+            # loads as it goes, without starting over.
+            held: dict[bytes, Node] = {}
             cached: Callable[[bytes], Node | None] = nodes.load_cached
-            while chunker is not None and len(held) < _NATIVE_MISSES:
+            while len(held) < _NATIVE_MISSES:
                 done = _native.edit_tree(  # type: ignore[union-attr]
                     chunker, cached, make_leaf, make_internal, root, ekeys, evals,
                     config.min_size, config.max_size,
@@ -840,7 +844,7 @@ class Tree:
         level_vals: list[Any] = evals
         for level in range(root.level + 1):
             parent_keys, parent_vals, top = await self._edit_level(
-                root, level, level_keys, level_vals, held
+                root, level, level_keys, level_vals
             )
             if level == root.level:
                 break
@@ -858,12 +862,7 @@ class Tree:
         return tree
 
     async def _edit_level(
-        self,
-        root: Node,
-        level: int,
-        ekeys: list[bytes],
-        evals: list[Any],
-        held: dict[bytes, Node] | None = None,
+        self, root: Node, level: int, ekeys: list[bytes], evals: list[Any]
     ) -> tuple[list[bytes], list[Any], list[Ref] | None]:
         """Apply the sorted edits ``ekeys``/``evals`` to one level. Returns the edits this
         causes on the level above (``last key -> (address, count)`` or None to remove), and,
@@ -879,38 +878,7 @@ class Tree:
         config = nodes.config
         mn, mx = config.min_size, config.max_size
         surv = _survival_table(config.target, mx)
-        chunker = surv.native
-        # The same walk in C (store/_speedups.c edit_level), over cached nodes: a node that
-        # is not cached comes back as its address, to load and go again. Only for plain
-        # Nodes: subclasses (sync's rebuilds, speculative transactions) read and count
-        # their own way, through their load().
-        # The nodes loaded so are held here for the next calls (a small cache could drop
-        # them again), so every call gets further. Each call starts the level over, so after
-        # a few misses (a cold cache, a large edit) the Python walk below does the level:
-        # it loads as it goes, without starting over.
-        if held is None:
-            held = {}
-        cached = _held_first(held, nodes.load_cached) if held else nodes.load_cached
-        while (
-            chunker is not None
-            and type(nodes) is Nodes
-            and root.level - level < 60
-            and len(held) < _NATIVE_MISSES
-        ):
-            done = _native.edit_level(  # type: ignore[union-attr]
-                chunker, cached, make_leaf, make_internal, root, level, ekeys, evals, mn, mx
-            )
-            if type(done) is bytes:
-                held[done] = await load(done)
-                nodes.stats.reads -= 1  # the next call reads it again, and counts that
-                cached = _held_first(held, nodes.load_cached)
-                continue
-            pkeys, pvals, refs, emitted, visits = done
-            nodes.stats.reads += visits
-            add = nodes.add
-            for node, data in emitted:
-                add(node, data)
-            return pkeys, pvals, refs
+        chunker = surv.native  # (the C chunker's decisions, else Python's)
         leaf = level == 0
         parent: dict[bytes, Any] = {}
         top: list[Ref] | None = None

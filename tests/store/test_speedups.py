@@ -1057,7 +1057,7 @@ def test_configurations_too_large_for_the_c_tables_use_python() -> None:
     assert _Survival(4096, 1 << 20).native is not None or store.speedups.native is None
 
 
-# -- the C edit of a level (store/_speedups.c edit_level) against Tree._edit_level's Python ----
+# -- the C edit (store/_speedups.c edit_tree) against Tree._edit_level's Python ------------
 
 _EDIT_CONFIGS = [TreeConfig(target=64, min_size=16, max_size=256), TreeConfig()]
 
@@ -1125,7 +1125,7 @@ def test_edits_in_c_and_python_give_the_same_trees_and_reads(
 def test_the_chunker_hashes_through_the_xxhash_library_only_when_it_agrees() -> None:
     import xxhash
 
-    library = xxhash._xxhash.__file__
+    library = xxhash._xxhash.__file__  # type: ignore[attr-defined]
     assert _survival_table(DEFAULT.target, DEFAULT.max_size).native.uses_library()
     assert _Survival(64, 256).native.uses_library()
     nat = _native()
@@ -1164,7 +1164,7 @@ def _fields(node: Any) -> dict[str, Any]:
 def test_the_node_makers_are_the_c_twins() -> None:
     assert nodes_mod.make_leaf is _native().make_leaf
     assert nodes_mod.make_internal is _native().make_internal
-    assert tree_mod.make_leaf is _native().make_leaf
+    assert tree_mod.make_leaf is _native().make_leaf  # type: ignore[attr-defined]
 
 
 @needs_native
@@ -1249,14 +1249,14 @@ async def test_a_cold_large_edit_does_not_start_the_c_level_edit_over_and_over()
     tree = await Tree.build(Nodes(store), [(b"k%07d" % i, b"v%d" % i) for i in range(60_000)])
     edits = sorted({(b"k%07d" % rng.randrange(60_000), b"new") for _ in range(400)})
     made = 0
-    real = tree_mod.make_leaf
+    real = tree_mod.make_leaf  # type: ignore[attr-defined]
 
     def counting(keys: list[bytes], values: list[bytes]) -> Any:
         nonlocal made
         made += 1
         return real(keys, values)
 
-    tree_mod.make_leaf = counting  # type: ignore[assignment]
+    tree_mod.make_leaf = counting  # type: ignore[attr-defined]
     try:
         cold = await Tree(Nodes(store), tree.root).edit(edits)
         cold_made, made = made, 0
@@ -1266,7 +1266,564 @@ async def test_a_cold_large_edit_does_not_start_the_c_level_edit_over_and_over()
         warm = await Tree(warm_nodes, tree.root).edit(edits)
         warm_made = made
     finally:
-        tree_mod.make_leaf = real  # type: ignore[assignment]
+        tree_mod.make_leaf = real  # type: ignore[attr-defined]
     assert cold.root == warm.root
     assert warm_made > 100
     assert cold_made <= warm_made + 5 * 4  # at most a few restarts' worth more
+
+
+# -- the C edit of a whole tree (store/_speedups.c edit_tree) and the nodes C makes ------------
+
+_TALL = TreeConfig(target=64, min_size=16, max_size=256)  # ~2 refs an internal node: tall trees
+_SHORT = TreeConfig(target=256, min_size=32, max_size=1024)
+_LISTS = ("keys", "values", "children", "counts")
+
+
+class _CountingNative:
+    """What store.tree sees as the extension: the real module, with its calls of the C edits
+    counted (and those that came back with the address of a node that is not cached)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.calls = {"edit_tree": 0}
+        self.missed = {"edit_tree": 0}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def _call(self, name: str, args: tuple[Any, ...]) -> Any:
+        self.calls[name] += 1
+        out = getattr(self.real, name)(*args)
+        if type(out) is bytes:
+            self.missed[name] += 1
+        return out
+
+    def edit_tree(self, *args: Any) -> Any:
+        return self._call("edit_tree", args)
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> _CountingNative:
+    counting = _CountingNative(_native())
+    monkeypatch.setattr(tree_mod, "_native", counting)
+    return counting
+
+
+async def _built(config: TreeConfig, n: int) -> tuple[Any, Any]:
+    """A MemoryStore and a tree of n items built in it (every node cached in its Nodes)."""
+    from store.memory import MemoryStore
+    from store.nodes import Nodes
+    from store.tree import Tree
+
+    store = MemoryStore()
+    items = [(b"k%06d" % (3 * i), b"v%d" % i) for i in range(n)]
+    return store, await Tree.build(Nodes(store, config), items)
+
+
+async def _edit_in_python(tree: Any, edits: list[Any]) -> Any:
+    """``tree.edit(edits)`` by the Python walk alone (no C chunker: no C edit either)."""
+    config = tree.nodes.config
+    surv = _survival_table(config.target, config.max_size)
+    chunker = surv.native
+    surv.native = None
+    try:
+        return await tree.edit(edits)
+    finally:
+        surv.native = chunker
+
+
+def _untracked(node: Any) -> bool:
+    import gc
+
+    return not gc.is_tracked(node) and not any(gc.is_tracked(getattr(node, f)) for f in _LISTS)
+
+
+@needs_native
+def test_c_made_nodes_and_their_lists_are_not_tracked_by_the_cycle_collector() -> None:
+    import gc
+
+    assert nodes_mod.make_leaf is _native().make_leaf
+    assert nodes_mod.make_internal is _native().make_internal
+    keys = [b"k%03d" % i for i in range(50)]
+    vals = [b"v" * i for i in range(50)]
+    children = [b"\x01" + bytes([i]) * 32 for i in range(50)]
+    counts = [i * 1000 + 1 for i in range(50)]
+    pairs = [
+        (nodes_mod.make_leaf(keys, vals), nodes_mod.make_leaf_py(keys.copy(), vals.copy())),
+        (nodes_mod.make_leaf([], []), nodes_mod.make_leaf_py([], [])),
+        (
+            nodes_mod.make_internal(3, keys, children, counts),
+            nodes_mod.make_internal_py(3, keys.copy(), children.copy(), counts.copy()),
+        ),
+        (
+            nodes_mod.make_internal(1, [b"a"], [children[0]], [7]),
+            nodes_mod.make_internal_py(1, [b"a"], [children[0]], [7]),
+        ),
+    ]
+    for (c_node, c_data), (py_node, py_data) in pairs:
+        assert type(c_node) is nodes_mod.Node
+        assert c_data == py_data
+        assert _fields(c_node) == _fields(py_node)
+        assert _untracked(c_node)
+        # the same class made in Python is tracked (with its lists): the C untracks them
+        assert gc.is_tracked(py_node)
+        assert all(gc.is_tracked(getattr(py_node, f)) for f in _LISTS)
+    assert pairs[0][0][0].keys is keys  # (the caller's lists are the node's, as in Python)
+    assert pairs[2][0][0].children is children
+    # untracked, a node is still freed when its last reference goes, and releases its lists
+    mine = [b"a", b"b"]
+    before = sys.getrefcount(mine)
+    node, _ = nodes_mod.make_leaf(mine, [b"1", b"2"])
+    assert sys.getrefcount(mine) == before + 1
+    del node
+    assert sys.getrefcount(mine) == before
+
+
+@needs_native
+async def test_the_nodes_of_built_and_edited_trees_are_untracked() -> None:
+    _, tree = await _built(_TALL, 3000)
+    edited = await tree.edit([(b"k%06d" % (3 * i + 1), b"new") for i in range(0, 3000, 40)])
+    assert edited.root != tree.root
+    cached = list(tree.nodes._cache.values())  # all made in C
+    both = await tree.reachable() | await edited.reachable()
+    assert {node.address for node in cached} >= both and len(both) > 1000
+    assert all(map(_untracked, cached))
+
+
+_MADE: list[str] = []  # what the node classes below saw happen
+
+
+class _InitNode(nodes_mod.Node):
+    """Not fillable directly: it has an __init__ (bind_nodes must call the class)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        _MADE.append("init")
+
+
+class _NewNode(nodes_mod.Node):
+    """Not fillable directly: it has a __new__."""
+
+    __slots__ = ()
+
+    def __new__(cls) -> _NewNode:
+        _MADE.append("new")
+        return super().__new__(cls)
+
+
+class _SetattrNode(nodes_mod.Node):
+    """Not fillable directly: its attributes are set through its own __setattr__."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        _MADE.append(name)
+        super().__setattr__(name, value)
+
+
+class _PropertyNode:
+    """Not fillable directly: ``level`` is a property (over another slot), not a slot."""
+
+    __slots__ = ("_level", "address", "children", "count", "counts", "keys", "size", "values")
+
+    @property
+    def level(self) -> int:
+        return self._level
+
+    @level.setter
+    def level(self, value: int) -> None:
+        _MADE.append("level")
+        self._level = value
+
+
+class _DictNode(nodes_mod.Node):
+    """Object's __new__ and __init__, the slots plain, but a __dict__ (which could hold a
+    cycle): called, and tracked."""
+
+
+class _SlotsNode(nodes_mod.Node):
+    """Fillable directly: object's __new__ and __init__, Node's slots, no __dict__."""
+
+    __slots__ = ()
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("cls", "direct", "seen"),
+    [
+        (_InitNode, False, ["init"]),
+        (_NewNode, False, ["new"]),
+        (_SetattrNode, False, list(nodes_mod.Node.__slots__)),
+        (_PropertyNode, False, ["level"]),
+        (_DictNode, False, []),
+        (_SlotsNode, True, []),
+    ],
+    ids=["init", "new", "setattr", "property", "dict", "slots"],
+)
+async def test_nodes_of_other_classes_get_every_field(
+    cls: type, direct: bool, seen: list[str]
+) -> None:
+    """bind_nodes fills a node's slots directly only for a plain __slots__ class; any other
+    class is called and its attributes set, and its nodes are right all the same, in a whole
+    tree edit too (which reads them, and the old Nodes, as it can)."""
+    import gc
+
+    from store.nodes import Nodes
+    from store.tree import Tree
+
+    nat = _native()
+    path = nodes_mod._libcrypto()
+    assert path is not None
+    store, tree = await _built(_SHORT, 3000)  # Nodes, before the binding
+    edits: list[tuple[bytes, bytes | None]] = [
+        (b"k%06d" % (3 * i + 1), b"new") for i in range(0, 3000, 50)
+    ]
+    expected = await _edit_in_python(Tree(Nodes(store, _SHORT), tree.root), edits)
+    keys = [b"k%03d" % i for i in range(30)]
+    vals = [b"v" * i for i in range(30)]
+    children = [b"\x01" + bytes([i]) * 32 for i in range(30)]
+    counts = list(range(1, 31))
+    py_leaf, py_leaf_data = nodes_mod.make_leaf_py(keys, vals)
+    py_inner, py_inner_data = nodes_mod.make_internal_py(2, keys, children, counts)
+    _MADE.clear()
+    assert nat.bind_nodes(cls, path, nodes_mod._sha256_digest)
+    try:
+        leaf, leaf_data = nat.make_leaf(list(keys), list(vals))
+        inner, inner_data = nat.make_internal(2, list(keys), list(children), list(counts))
+        made = list(_MADE)
+        edited = await tree.edit(edits)  # warm: one edit_tree call, making cls nodes
+        new_root = tree.nodes.peek(edited.root)
+    finally:
+        rebound = nat.bind_nodes(nodes_mod.Node, path, nodes_mod._sha256_digest)
+    assert rebound
+    assert (leaf_data, inner_data) == (py_leaf_data, py_inner_data)
+    assert type(leaf) is cls and type(inner) is cls
+    assert _fields(leaf) == _fields(py_leaf)
+    assert _fields(inner) == _fields(py_inner)
+    assert sorted(made) == sorted(seen * 2)  # the class's own code ran for each node
+    assert gc.is_tracked(leaf) is not direct  # (made by calling the class: tracked)
+    if direct:
+        assert _untracked(leaf) and _untracked(inner)
+    if cls is _DictNode:
+        cast(Any, leaf).extra = 1  # the __dict__ works
+        assert leaf.__dict__ == {"extra": 1}
+    assert edited.root == expected.root
+    assert type(new_root) is cls
+    assert await edited.items() == await expected.items()
+    # the real Node again, filled directly
+    node, _ = nat.make_leaf([b"a"], [b"b"])
+    assert type(node) is nodes_mod.Node and _untracked(node)
+
+
+@needs_native
+def test_bind_nodes_refuses_what_is_not_a_class_and_keeps_its_class() -> None:
+    nat = _native()
+    path = nodes_mod._libcrypto()
+    assert path is not None
+    try:
+        for bad in (nodes_mod.Node(), 5, None):
+            with pytest.raises(TypeError, match="class"):
+                nat.bind_nodes(bad, path, nodes_mod._sha256_digest)
+        node, _ = nat.make_leaf([b"a"], [b"b"])
+        assert type(node) is nodes_mod.Node and _untracked(node)
+    finally:
+        assert nat.bind_nodes(nodes_mod.Node, path, nodes_mod._sha256_digest)
+
+
+_WARM_BATCHES: list[list[tuple[bytes, bytes | None]]] = [
+    [(b"k%06d" % (3 * i + 1), b"new %d" % i) for i in range(400, 700)],  # inserts, one run
+    [(b"k%06d" % (3 * i), None) for i in range(0, 3000, 11)],  # scattered deletes
+    [(b"z%04d" % i, b"appended") for i in range(50)],  # after the end
+    [(b"a", b"first"), (b"k%06d" % 4500, b"x" * 120)],  # before the start; a long value
+    [(b"k%06d" % 3003, b"changed")],  # one update
+    [(b"k%06d" % (3 * i), None) for i in range(100, 2900)],  # most of the tree
+]
+
+
+@needs_native
+@pytest.mark.parametrize("config", [_TALL, _SHORT], ids=["tall", "short"])
+async def test_a_warm_edit_is_one_c_call_for_all_its_levels(
+    config: TreeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every node cached: each Tree.edit is one edit_tree call, however many levels the tree
+    has; the roots and node reads are the Python walk's."""
+    from store.memory import MemoryStore
+    from store.nodes import Nodes
+    from store.tree import Tree
+
+    counting = _counting(monkeypatch)
+    _, c_tree = await _built(config, 3000)
+    _, py_tree = await _built(config, 3000)
+    assert await c_tree.height() >= 4
+    assert counting.calls == {"edit_tree": 0}
+    for n, batch in enumerate(_WARM_BATCHES, start=1):
+        before = c_tree.root
+        c_reads, py_reads = c_tree.nodes.stats.reads, py_tree.nodes.stats.reads
+        c_tree = await c_tree.edit(batch)
+        assert counting.calls == {"edit_tree": n}
+        py_tree = await _edit_in_python(py_tree, batch)
+        assert counting.calls == {"edit_tree": n}  # (none in Python)
+        assert c_tree.root == py_tree.root != before
+        assert c_tree.nodes.stats.reads - c_reads == py_tree.nodes.stats.reads - py_reads
+    assert counting.missed == {"edit_tree": 0}
+    assert c_tree.nodes.stats.fetches == 0  # nothing was read from the store
+    rebuilt = await Tree.build(Nodes(MemoryStore(), config), await c_tree.items())
+    assert rebuilt.root == c_tree.root
+
+
+@needs_native
+@pytest.mark.parametrize("budget", [0, 1, None, 100_000], ids=["0", "1", "default", "unbounded"])
+async def test_a_cold_edit_meets_at_most_the_budget_of_uncached_nodes_in_c(
+    budget: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every node but the root from the store: each C call that comes back with an uncached
+    node's address costs a restart, so one Tree.edit takes at most _NATIVE_MISSES of them
+    then the Python walk finishes; same tree, reads, fetches."""
+    from store.nodes import Nodes
+    from store.tree import Tree
+
+    if budget is not None:
+        monkeypatch.setattr(tree_mod, "_NATIVE_MISSES", budget)
+    limit = tree_mod._NATIVE_MISSES
+    store, built = await _built(_SHORT, 20000)
+    edits: list[tuple[bytes, bytes | None]] = [
+        (b"k%06d" % (3 * i), b"changed %d" % i) for i in range(0, 20000, 97)
+    ]
+    edits += [(b"k%06d" % (3 * i + 2), b"new") for i in range(50, 20000, 331)]
+    edits += [(b"k%06d" % (3 * i), None) for i in range(7, 20000, 433)]
+    py_nodes = Nodes(store, _SHORT)
+    expected = await _edit_in_python(Tree(py_nodes, built.root), edits)
+    needed = py_nodes.stats.fetches - 1  # the nodes the edit reads, but the root
+    assert 4 < needed < 100_000  # more than the default budget, less than the unbounded one
+    counting = _counting(monkeypatch)
+    cold = Nodes(store, _SHORT)
+    edited = await Tree(cold, built.root).edit(edits)
+    assert edited.root == expected.root
+    assert (cold.stats.reads, cold.stats.fetches) == (py_nodes.stats.reads, py_nodes.stats.fetches)
+    missed = counting.missed["edit_tree"]
+    assert missed <= limit
+    assert missed == min(limit, needed)
+    # every call but one (the one that finishes, if it is C's) comes back with a miss
+    assert missed <= sum(counting.calls.values()) <= missed + 1
+    if limit > needed:
+        assert counting.calls == {"edit_tree": needed + 1}
+
+
+@needs_native
+async def test_a_cold_one_key_edit_is_finished_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One update that moves no boundary (the key is hashed, and the value keeps its size):
+    one node a level to load, each one call that misses, then one that does the edit."""
+    from store.nodes import Nodes
+    from store.tree import Tree
+
+    store, built = await _built(_SHORT, 3000)
+    height = await built.height()
+    assert 3 <= height <= tree_mod._NATIVE_MISSES  # (height - 1 misses: within the budget)
+    edit: list[tuple[bytes, bytes | None]] = [(b"k%06d" % 4500, b"w1500")]  # was v1500
+    expected = await _edit_in_python(Tree(Nodes(store, _SHORT), built.root), edit)
+    counting = _counting(monkeypatch)
+    cold = Nodes(store, _SHORT)
+    edited = await Tree(cold, built.root).edit(edit)
+    assert counting.missed == {"edit_tree": height - 1}
+    assert counting.calls == {"edit_tree": height}
+    assert edited.root == expected.root != built.root
+    assert cold.stats.fetches == height
+    assert cold.stats.writes == height  # one new node a level
+    assert await edited.get(b"k%06d" % 4500) == b"w1500"
+
+
+@needs_native
+async def test_edits_that_change_nothing_give_no_top(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No edits: no top, nothing made, nothing visited. Deletes of absent keys and updates to
+    the same values: no top either, and only nodes the tree has already are made; Tree.edit
+    returns the tree itself, with and without C, and writes nothing."""
+    _, tree = await _built(_TALL, 3000)
+    nodes = tree.nodes
+    root = await nodes.load(tree.root)
+    chunker = _survival_table(_TALL.target, _TALL.max_size).native
+    mn, mx = _TALL.min_size, _TALL.max_size
+    nat = _native()
+    head = (chunker, nodes.load_cached, nodes_mod.make_leaf, nodes_mod.make_internal, root)
+    assert nat.edit_tree(*head, [], [], mn, mx) == (None, [], 0)
+    reachable = await tree.reachable()
+    absent = [b"k%06d" % (3 * i + 1) for i in range(0, 3000, 37)] + [b"a", b"zzz"]
+    present = [b"k%06d" % (3 * i) for i in range(5, 3000, 41)]
+    cases: list[list[tuple[bytes, bytes | None]]] = [
+        [(k, None) for k in absent],
+        [(k, b"v%d" % (int(k[1:]) // 3)) for k in present],  # the values they have
+        sorted([(k, None) for k in absent] + [(k, b"v%d" % (int(k[1:]) // 3)) for k in present]),
+        [(b"k%06d" % 4501, None)],
+    ]
+    counting = _counting(monkeypatch)
+    writes = nodes.stats.writes
+    for n, case in enumerate(cases, start=1):
+        ekeys = [k for k, _ in sorted(case)]
+        evals = [v for _, v in sorted(case)]
+        top, emitted, visits = nat.edit_tree(*head, ekeys, evals, mn, mx)
+        assert top is None
+        assert emitted and visits >= await tree.height() - 1
+        assert {node.address for node, _ in emitted} <= reachable
+        assert await tree.edit(case) is tree
+        assert counting.calls == {"edit_tree": n}
+        assert await _edit_in_python(tree, case) is tree
+        assert nodes.pending_bytes == 0 and nodes.stats.writes == writes
+
+
+@needs_native
+async def test_edit_tree_refuses_bad_arguments() -> None:
+    from store.nodes import Node
+
+    nat = _native()
+    _, tree = await _built(_TALL, 3000)
+    nodes = tree.nodes
+    root = await nodes.load(tree.root)
+    surv = _survival_table(_TALL.target, _TALL.max_size)
+    mn, mx = _TALL.min_size, _TALL.max_size
+    ekeys, evals = [b"k000004"], [b"inserted"]  # a new leaf entry: make_internal at level 1 too
+    good: tuple[Any, ...] = (
+        *(surv.native, nodes.load_cached, nodes_mod.make_leaf, nodes_mod.make_internal, root),
+        *(ekeys, evals, mn, mx),
+    )
+
+    def but(i: int, value: Any) -> tuple[Any, ...]:
+        return (*good[:i], value, *good[i + 1 :])
+
+    def raising(address: bytes) -> Any:
+        raise Boom(address)
+
+    bare = Node()  # no fields at all
+    negative = Node()
+    negative.level = -1
+    cases: list[tuple[tuple[Any, ...], type[Exception]]] = [
+        ((), TypeError),
+        (good[:8], TypeError),
+        ((*good, 1), TypeError),
+        (but(0, object()), TypeError),  # not a Chunker
+        (but(0, None), TypeError),
+        (but(0, surv), TypeError),  # the table, not its Chunker
+        (but(0, nat.Chunker.__new__(nat.Chunker)), RuntimeError),  # never initialised
+        (but(1, None), TypeError),  # load_cached not callable
+        (but(1, raising), Boom),  # its errors propagate
+        (but(1, lambda address: 5), AttributeError),  # a "node" without fields
+        (but(1, lambda address: root), ValueError),  # every child is the root: too deep
+        (but(2, lambda keys, values: 5), TypeError),  # make_leaf not giving (node, data)
+        (but(2, lambda keys, values: (object(), b"")), AttributeError),
+        (but(3, lambda *args: None), TypeError),  # make_internal not giving (node, data)
+        (but(4, None), AttributeError),  # a root that is no node
+        (but(4, 5), AttributeError),
+        (but(4, bare), AttributeError),
+        (but(4, negative), ValueError),
+        (but(5, tuple(ekeys)), ValueError),  # the edits: two lists of one length
+        (but(6, tuple(evals)), ValueError),
+        (but(5, None), ValueError),
+        (but(5, [*ekeys, b"k000005"]), ValueError),
+        (but(6, []), ValueError),
+        (but(5, ["k000004"]), TypeError),  # a key not bytes
+        (but(6, [4]), TypeError),  # a value not bytes
+        (but(7, "16"), TypeError),  # mn, mx not ints
+        (but(7, 16.0), TypeError),
+        (but(8, None), TypeError),
+        (but(8, 2**70), OverflowError),
+    ]
+    for args, error in cases:
+        with pytest.raises(error):
+            nat.edit_tree(*args)
+    # still working after all that, and nothing was left half-made in the nodes
+    assert nodes.pending_bytes == 0
+    top, emitted, _ = nat.edit_tree(*good)
+    assert top is not None and emitted
+    edited = await tree.edit(list(zip(ekeys, evals, strict=True)))
+    assert edited.root == (await _edit_in_python(tree, [(ekeys[0], evals[0])])).root
+    assert await edited.get(ekeys[0]) == evals[0]
+
+
+def _run_script(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+_EDIT_TREE_SETUP = """
+import asyncio, gc, os
+import store.nodes as nm
+from store.memory import MemoryStore
+from store.nodes import Nodes, TreeConfig, make_internal, make_leaf
+from store.speedups import native
+from store.tree import Tree, _survival_table
+
+config = TreeConfig(target=64, min_size=16, max_size=256)
+nodes = Nodes(MemoryStore(), config)
+tree = asyncio.run(Tree.build(nodes, [(b"k%05d" % i, b"v%d" % i) for i in range(3000)]))
+root = nodes.peek(tree.root)
+chunker = _survival_table(config.target, config.max_size).native
+ekeys = [b"k%05d" % i + b"x" for i in range(0, 3000, 7)]
+evals = [b"new" * 20 for _ in ekeys]
+"""
+
+_EDIT_CRASH_SCRIPTS = {
+    # a make_leaf that runs the cycle collector each time: the C edit holds nodes and lists
+    # (untracked ones among them) across it
+    "collecting-make-leaf": _EDIT_TREE_SETUP
+    + """
+def collecting(keys, values):
+    gc.collect()
+    return make_leaf(keys, values)
+got = native.edit_tree(chunker, nodes.load_cached, collecting, make_internal, root,
+                       ekeys, evals, 16, 256)
+want = native.edit_tree(chunker, nodes.load_cached, make_leaf, make_internal, root,
+                        list(ekeys), list(evals), 16, 256)
+assert got[0] == want[0] and got[0] is not None
+print("same")
+""",
+    # a load_cached that empties the caller's edit lists while the C edit walks them
+    "clearing-load": _EDIT_TREE_SETUP
+    + """
+def clearing(address):
+    ekeys.clear()
+    evals.clear()
+    return nodes.load_cached(address)
+try:
+    native.edit_tree(chunker, clearing, make_leaf, make_internal, root, ekeys, evals, 16, 256)
+except Exception as exc:
+    print(type(exc).__name__)
+""",
+    # a class whose attributes are the slot descriptors of another, larger class: its slots
+    # are not the Node's (filled directly, they would be written beyond the object's end)
+    "foreign-slots": """
+import os
+import store.nodes as nm
+from store.speedups import native
+
+class Other:
+    __slots__ = tuple("pad%d" % i for i in range(12)) + nm.Node.__slots__
+
+class Fake:
+    pass
+
+for name in nm.Node.__slots__:
+    setattr(Fake, name, Other.__dict__[name])
+try:
+    bound = native.bind_nodes(Fake, nm._libcrypto(), nm._sha256_digest)
+except Exception as exc:
+    print(type(exc).__name__)
+    bound = False
+if bound:
+    try:
+        native.make_leaf([b"k"], [b"v"])
+    except Exception as exc:  # Other's descriptors refuse a Fake
+        print(type(exc).__name__)
+    else:
+        os._exit(3)  # the slots of Other were written into a Fake
+""",
+}
+
+@needs_native
+@pytest.mark.parametrize("name", sorted(_EDIT_CRASH_SCRIPTS))
+def test_edit_tree_and_node_misuse_does_not_crash_the_interpreter(name: str) -> None:
+    done = _run_script(_EDIT_CRASH_SCRIPTS[name])
+    assert done.returncode == 0, (done.returncode, done.stderr)
