@@ -912,8 +912,9 @@ class _Core:
         """The segment and .idx file names in ``nodes/``."""
         names: set[str] = set()
         idxs: set[str] = set()
+        known = self.segments
         for name in os.listdir(self.nodes_dir):
-            if name.endswith(".seg") and _SEGMENT_NAME.match(name):
+            if name in known or (name.endswith(".seg") and _SEGMENT_NAME.match(name)):
                 names.add(name)
             elif name.endswith(".idx"):
                 idxs.add(name)
@@ -1262,9 +1263,10 @@ class _Core:
         bytes itself: ``verified``) to be written with this object's next batch."""
         if not verified:
             check_batch(nodes)
-        for address, data in nodes.items():
-            if len(data) > MAX_NODE_SIZE:
-                raise StoreError(f"node {address.hex()} is larger than {MAX_NODE_SIZE} bytes")
+        if nodes and max(map(len, nodes.values())) > MAX_NODE_SIZE:
+            for address, data in nodes.items():
+                if len(data) > MAX_NODE_SIZE:
+                    raise StoreError(f"node {address.hex()} is larger than {MAX_NODE_SIZE} bytes")
         self.staged.update(nodes)
 
     def _unstage(self, taken: Mapping[bytes, bytes]) -> None:
@@ -1285,9 +1287,10 @@ class _Core:
         if not new and not refs:
             self._unstage(taken)
             return
-        for address, data in new:
-            if len(data) > MAX_NODE_SIZE:
-                raise StoreError(f"node {address.hex()} is larger than {MAX_NODE_SIZE} bytes")
+        if new and max(len(data) for _, data in new) > MAX_NODE_SIZE:
+            for address, data in new:
+                if len(data) > MAX_NODE_SIZE:
+                    raise StoreError(f"node {address.hex()} is larger than {MAX_NODE_SIZE} bytes")
         w = self.writer
         if w is not None and (
             w.broken or w.suspect or w.end >= self.segment_size or w.count >= self.segment_records

@@ -364,6 +364,18 @@ class Nodes:
         self._pending_nodes[node.address] = node
         self._pending_bytes += len(data)
 
+    def add_all(self, made: list[tuple[Node, bytes]]) -> None:
+        """:meth:`add` each ``(node, data)`` of ``made``."""
+        pending, nodes, cache = self._pending, self._pending_nodes, self._cache
+        added = 0
+        for node, data in made:
+            address = node.address
+            if address not in pending and address not in cache:
+                pending[address] = data
+                nodes[address] = node
+                added += len(data)
+        self._pending_bytes += added
+
     def add_raw(self, address: bytes, data: bytes) -> None:
         """Buffer a non-tree node (a commit, a schema) for the next :meth:`flush`; the caller
         guarantees ``address == address_of(data)`` (``put_many`` checks it again, a deferred
@@ -398,8 +410,14 @@ class Nodes:
         self._pending = {}
         self._pending_nodes = {}
         self._pending_bytes = 0
-        for node in nodes.values():
-            self._remember(node)
+        cache = self._cache
+        for address, node in nodes.items():  # (_remember, for many)
+            if address not in cache:
+                cache[address] = node
+                self._cached_bytes += node.size * 3
+        while self._cached_bytes > self.cache_bytes and len(cache) > 1:
+            _, old = cache.popitem(last=False)
+            self._cached_bytes -= old.size * 3
 
     async def maybe_flush(self) -> None:
         if self._pending_bytes >= self.flush_bytes:

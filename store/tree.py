@@ -836,9 +836,7 @@ class Tree:
                     continue
                 top, emitted, visits = done
                 nodes.stats.reads += visits
-                add = nodes.add
-                for node, data in emitted:
-                    add(node, data)
+                nodes.add_all(emitted)
                 return self if top is None else await self._done(top, root.level, flush)
         level_keys: list[bytes] = ekeys
         level_vals: list[Any] = evals
