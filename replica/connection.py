@@ -52,7 +52,7 @@ from replica.schema import Schema
 from replica.tx import TxFunction, TxResult, compute_tx
 from replica.values import encode_value
 from store.base import NodeStore, check_ref_name, open_store
-from store.codec import address_of, decode, encode, is_address
+from store.codec import address_of, decode, encode, encode_trusted, is_address
 from store.errors import CodecError, StoreError
 from store.nodes import Nodes, TreeConfig
 from store.tree import Tree
@@ -73,13 +73,16 @@ class _BranchState:
     and the branch ref value the last of them wrote or read, so that a transaction needs
     no read of the ref first (cas_ref checks it; None: read it)."""
 
-    __slots__ = ("__weakref__", "lock", "raw")
+    __slots__ = ("__weakref__", "heads", "lock", "raw")
 
     def __init__(self) -> None:
         # fast_acquire: an uncontended acquire does not yield to the loop (a transaction
         # yields in its store write anyway, store/file.py FileStore.cas_ref)
         self.lock = anyio.Lock(fast_acquire=True)
         self.raw: bytes | None = None
+        # the heads a transaction wrote, with the ref value it wrote (that very object):
+        # the next one needs not decode the value again while it is still ``raw``
+        self.heads: tuple[bytes, list[bytes]] | None = None
 
 
 _BRANCH_STATES: weakref.WeakValueDictionary[tuple[str, str], _BranchState] = (
@@ -147,7 +150,10 @@ class Diff:
 
 
 def encode_heads(heads: Iterable[bytes]) -> bytes:
-    return encode(sorted(set(heads)))
+    heads = sorted(set(heads))
+    if not all(type(h) is bytes for h in heads):
+        raise BranchError(f"commit ids are bytes, got {heads!r:.200}")
+    return encode_trusted(heads)
 
 
 def decode_heads(raw: bytes, branch: str) -> list[bytes]:
@@ -161,12 +167,22 @@ def decode_heads(raw: bytes, branch: str) -> list[bytes]:
 
 
 def _branch_ref(name: str) -> str:
+    if type(name) is str:
+        known = _BRANCH_REFS.get(name)
+        if known is not None:
+            return known
     if not isinstance(name, str) or not name:
         raise BranchError(f"invalid branch name {name!r}")
     try:
-        return check_ref_name(BRANCH_PREFIX + name)
+        ref = check_ref_name(BRANCH_PREFIX + name)
     except StoreError as exc:
         raise BranchError(f"invalid branch name {name!r}") from exc
+    if type(name) is str and len(_BRANCH_REFS) < 1024:
+        _BRANCH_REFS[name] = ref
+    return ref
+
+
+_BRANCH_REFS: dict[str, str] = {}  # valid branch names, and their refs
 
 
 _READS_STATE = frozenset({"db/cas", "db.fn/cas", "db.fn/call"})
@@ -435,7 +451,11 @@ class Connection:
                         raw = await self.store.get_ref(ref)
                         if raw is None:
                             raise NoSuchBranch(self.branch_name)
-                    heads = decode_heads(raw, self.branch_name)
+                    known = state.heads
+                    if known is not None and known[0] is raw:
+                        heads = known[1]
+                    else:
+                        heads = decode_heads(raw, self.branch_name)
                     db = self._db
                     if len(heads) == 1 and heads[0] == db.commit_id and not db.is_filtered:
                         db_before = db
@@ -461,6 +481,7 @@ class Connection:
                     await self.database.nodes.flush(defer=True)
                     if await self.store.cas_ref(ref, raw, new_raw):
                         state.raw = new_raw
+                        state.heads = (new_raw, [db_after.commit_id])
                         self._db = db_after
                         break
                     state.raw = raw = None
