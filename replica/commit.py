@@ -18,9 +18,11 @@ sync and merge later. A schema node is ``{"kind": "schema", "attributes": [sorte
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import cbor2
 
 from replica.datom import TREES, Stamp, eid_bytes
 from replica.schema import Attribute, Schema, attribute_from_entity
@@ -69,10 +71,31 @@ def commit_body(
     }
 
 
+def _canonical_order(keys: Iterable[str]) -> tuple[str, ...]:
+    """``keys`` in the order canonical CBOR puts map keys: shorter encodings first, then
+    bytewise (cbor2's ``canonical=True``)."""
+    return tuple(sorted(keys, key=lambda k: (len(encode_trusted(k)), encode_trusted(k))))
+
+
+_BODY_KEYS = _canonical_order(
+    ("format", "kind", "parents", "roots", "schema", "tx", "hlc", "replica", "gen", "meta")
+)
+_ROOT_KEYS = _canonical_order(TREES)
+_BODY_SET, _ROOT_SET = frozenset(_BODY_KEYS), frozenset(_ROOT_KEYS)
+
+
 def encode_commit(body: dict[str, Any]) -> tuple[bytes, bytes]:
-    """The address and bytes of a commit body made by :func:`commit_body` (whose fields are
-    all ints, bytes, str and lists of them: no type walk, cbor2 encodes it)."""
-    data = encode_trusted(body)
+    """The address and bytes of a commit body made by :func:`commit_body`: canonical CBOR.
+    Its maps are rebuilt with their keys in canonical order and encoded as they are (the
+    same bytes as cbor2's canonical mode, which sorts every map itself, for a body without
+    floats, as commit bodies are); no type walk: every field is ours."""
+    roots = body["roots"]
+    if body.keys() == _BODY_SET and roots.keys() == _ROOT_SET:
+        ordered = {key: body[key] for key in _BODY_KEYS}
+        ordered["roots"] = {key: roots[key] for key in _ROOT_KEYS}
+        data = cbor2.dumps(ordered)
+    else:
+        data = encode_trusted(body)
     return address_of(data), data
 
 

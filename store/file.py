@@ -157,6 +157,7 @@ The store relies on POSIX ``flock``, ``rename`` and ``fsync`` semantics of a loc
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import itertools
 import json
@@ -444,6 +445,7 @@ def _decode_ref(raw: bytes) -> tuple[str, bytes | None, int] | None:
     return name, value, version
 
 
+@functools.lru_cache(maxsize=1024)
 def _ref_file(name: str) -> str:
     return hashlib.sha256(name.encode("ascii")).hexdigest() + ".ref"
 
