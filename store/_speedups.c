@@ -13,6 +13,11 @@
  *       .cut_leaf(keys, vals, start, size, mn, mx)            -> (cuts, size)
  *       .cut_internal(keys, start, size, count, level, mn, mx) -> (cuts, size, count)
  *       .prefix_size(keys, vals_or_None, start)             -> size of keys[:start] (+ vals)
+ *   bind_nodes(Node, libcrypto_path, sha256) -> bool; then make_leaf / make_internal
+ *   edit_tree(chunker, load_cached, make_leaf, make_internal, root, ekeys, evals, mn, mx)
+ *                                                  -> every level of Tree._edit, or a miss
+ *   encode_records(nodes, start, limit)            -> a batch's node records, joined
+ *   table_insert_entries / table_rehash / table_hits: the file store's _Table
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
