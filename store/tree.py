@@ -837,7 +837,18 @@ class Tree:
                 top, emitted, visits = done
                 nodes.stats.reads += visits
                 nodes.add_all(emitted)
-                return self if top is None else await self._done(top, root.level, flush)
+                if top is None:
+                    return self
+                if len(top) == 1 and not flush:
+                    # _finish's usual case without its awaits: one new root, just made (so
+                    # pending or cached), not an internal node of one child
+                    new_root = nodes.load_cached(top[0][1])
+                    if new_root is not None and not (
+                        new_root.level and len(new_root.children) == 1
+                    ):
+                        nodes.stats.reads += 1  # (as _finish's load counts it)
+                        return Tree(nodes, new_root.address)
+                return await self._done(top, root.level, flush)
         level_keys: list[bytes] = ekeys
         level_vals: list[Any] = evals
         for level in range(root.level + 1):
