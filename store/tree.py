@@ -818,18 +818,29 @@ class Tree:
             # comes back as its address, to load and go again. Only for plain Nodes:
             # subclasses (sync's rebuilds, speculative transactions) read and count their
             # own way, through their load().
-            # The nodes loaded so are held here for the next calls (a small cache could drop
-            # them again), so every call gets further. Each call starts over, so after a few
-            # misses (a cold cache, a large edit) the Python walk below does the edit: it
-            # loads as it goes, without starting over.
+            # At the first miss, the root-to-leaf paths of the edit keys are fetched level by
+            # level, one store round trip a level (prefetch_paths: the nodes the edit reads
+            # first, so a cold edit does not meet them one miss at a time), as many leaves as
+            # fill half the cache.
+            # The nodes loaded after that are held here for the next calls (a small cache
+            # could drop them again), so every call gets further. Each call starts over, so
+            # after a few misses (a cold cache, a large edit) the Python walk below does the
+            # edit: it loads as it goes, without starting over.
             held: dict[bytes, Node] = {}
             cached: Callable[[bytes], Node | None] = nodes.load_cached
+            prefetched = False
             while len(held) < _NATIVE_MISSES:
                 done = _native.edit_tree(  # type: ignore[union-attr]
                     chunker, cached, make_leaf, make_internal, root, ekeys, evals,
                     config.min_size, config.max_size,
                 )  # fmt: skip
                 if type(done) is bytes:
+                    if not prefetched:
+                        prefetched = True
+                        leaves = max(1, nodes.cache_bytes // (6 * config.target))
+                        await prefetch_paths(self, ekeys, leaves)
+                        if nodes.peek(done) is not None:
+                            continue  # fetched now: no miss spent
                     held[done] = await nodes.load(done)
                     nodes.stats.reads -= 1  # the next call reads it again, and counts that
                     cached = _held_first(held, nodes.load_cached)

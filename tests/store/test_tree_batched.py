@@ -132,12 +132,13 @@ async def test_prefetch_paths_loads_what_the_edit_reads_without_counting_reads()
     edited = await Tree(nodes, tree.root).edit([(k, b"v") for k in keys])
     assert ahead <= loaded  # nothing was fetched ahead that the edit did not read
     assert nodes.stats.fetches - fetched == store.gets
-    # the same edit without: the same reads, and the same nodes fetched in all, one by one
+    # the same edit without: the same reads, and the same nodes fetched in all (one by one
+    # in Python; in C, by the edit's own prefetch at its first miss, then one by one)
     plain = Nodes(store, TINY)
     store.gets = 0
     again = await Tree(plain, tree.root).edit([(k, b"v") for k in keys])
     assert again == edited
-    assert plain.stats.fetches == store.gets == nodes.stats.fetches
+    assert plain.stats.fetches == nodes.stats.fetches
     assert plain.stats.reads == nodes.stats.reads
     assert [await edited.get(k) for k in keys] == [b"v"] * len(keys)
     # a limit on the leaves
