@@ -74,7 +74,7 @@ def commit_body(
 def _canonical_order(keys: Iterable[str]) -> tuple[str, ...]:
     """``keys`` in the order canonical CBOR puts map keys: shorter encodings first, then
     bytewise (cbor2's ``canonical=True``)."""
-    return tuple(sorted(keys, key=lambda k: (len(encode_trusted(k)), encode_trusted(k))))
+    return tuple(sorted(keys, key=lambda k: (len(e := encode_trusted(k)), e)))
 
 
 _BODY_KEYS = _canonical_order(

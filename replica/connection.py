@@ -13,6 +13,7 @@ second head (``on_race="merge"``): either way no acknowledged write is ever lost
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import logging
 import math
 import random
@@ -167,22 +168,17 @@ def decode_heads(raw: bytes, branch: str) -> list[bytes]:
 
 
 def _branch_ref(name: str) -> str:
-    if type(name) is str:
-        known = _BRANCH_REFS.get(name)
-        if known is not None:
-            return known
     if not isinstance(name, str) or not name:
         raise BranchError(f"invalid branch name {name!r}")
+    return _checked_branch_ref(str(name))
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked_branch_ref(name: str) -> str:
     try:
-        ref = check_ref_name(BRANCH_PREFIX + name)
+        return check_ref_name(BRANCH_PREFIX + name)
     except StoreError as exc:
         raise BranchError(f"invalid branch name {name!r}") from exc
-    if type(name) is str and len(_BRANCH_REFS) < 1024:
-        _BRANCH_REFS[name] = ref
-    return ref
-
-
-_BRANCH_REFS: dict[str, str] = {}  # valid branch names, and their refs
 
 
 _READS_STATE = frozenset({"db/cas", "db.fn/cas", "db.fn/call"})

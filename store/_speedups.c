@@ -1789,11 +1789,10 @@ done:
     return rc;
 }
 
-/* The common arguments of edit_tree: chunker, load_cached, make_leaf,
- * make_internal, root (and the root's level), mn, mx. */
+/* edit_tree's arguments (chunker, load_cached, make_leaf, make_internal, root, ekeys,
+ * evals, mn, mx) checked into ``st``, and the root's level */
 static int
-edit_setup(EditState *st, PyObject *const *args, PyObject *mn, PyObject *mx,
-           Py_ssize_t *root_level)
+edit_setup(EditState *st, PyObject *const *args, Py_ssize_t *root_level)
 {
     memset(st, 0, sizeof(*st));
     if (!PyObject_TypeCheck(args[0], &ChunkerType)) {
@@ -1805,9 +1804,13 @@ edit_setup(EditState *st, PyObject *const *args, PyObject *mn, PyObject *mx,
     st->load_cached = args[1];
     st->make_leaf = args[2];
     st->make_internal = args[3];
+    if (!PyList_CheckExact(args[5]) || !PyList_CheckExact(args[6]) ||
+        PyList_GET_SIZE(args[5]) != PyList_GET_SIZE(args[6])) {
+        PyErr_SetString(PyExc_ValueError, "edit: the edits must be two lists of one length");
+        return -1;
+    }
     Py_ssize_t nums[2];
-    PyObject *bounds[2] = {mn, mx};
-    if (as_sizes(bounds, 2, nums) < 0) return -1;
+    if (as_sizes(args + 7, 2, nums) < 0) return -1;
     st->mn = nums[0];
     st->mx = nums[1];
     PyObject *lv = node_get(args[4], F_LEVEL);
@@ -1821,17 +1824,6 @@ edit_setup(EditState *st, PyObject *const *args, PyObject *mn, PyObject *mx,
     }
     st->emitted = PyList_New(0);
     return st->emitted == NULL ? -1 : 0;
-}
-
-static int
-edit_lists_ok(PyObject *ekeys, PyObject *evals)
-{
-    if (!PyList_CheckExact(ekeys) || !PyList_CheckExact(evals) ||
-        PyList_GET_SIZE(ekeys) != PyList_GET_SIZE(evals)) {
-        PyErr_SetString(PyExc_ValueError, "edit: the edits must be two lists of one length");
-        return 0;
-    }
-    return 1;
 }
 
 /* the result of a call that failed: the missing node's address, or NULL (an exception) */
@@ -1863,8 +1855,7 @@ edit_tree(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     EditState st;
     Py_ssize_t root_level;
-    if (edit_setup(&st, args, args[7], args[8], &root_level) < 0) return edit_failed(&st);
-    if (!edit_lists_ok(args[5], args[6])) return edit_failed(&st);
+    if (edit_setup(&st, args, &root_level) < 0) return edit_failed(&st);
     /* copies: the callbacks (load_cached, make_*, the hash) are Python code, and must not be
      * able to change the lists this walks */
     PyObject *ekeys = PyList_GetSlice(args[5], 0, PyList_GET_SIZE(args[5]));

@@ -171,6 +171,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -396,6 +397,15 @@ def _encode_batch(
     commit = _COMMIT.pack(COMMIT_TAG, len(nodes) + len(refs), records_len, checksum.intdigest())
     parts.append(commit)
     return parts, records_len + len(commit), entries, idx
+
+
+def _check_sizes(nodes: Iterable[tuple[bytes, bytes]]) -> None:
+    """StoreError naming the first of ``nodes`` (address, data) too large for a record."""
+    nodes = list(nodes)
+    if nodes and max(map(len, map(itemgetter(1), nodes))) > MAX_NODE_SIZE:
+        for address, data in nodes:
+            if len(data) > MAX_NODE_SIZE:
+                raise StoreError(f"node {address.hex()} is larger than {MAX_NODE_SIZE} bytes")
 
 
 def _pack_entries(entries: list[Entry]) -> bytes:
@@ -1265,10 +1275,7 @@ class _Core:
         bytes itself: ``verified``) to be written with this object's next batch."""
         if not verified:
             check_batch(nodes)
-        if nodes and max(map(len, nodes.values())) > MAX_NODE_SIZE:
-            for address, data in nodes.items():
-                if len(data) > MAX_NODE_SIZE:
-                    raise StoreError(f"node {address.hex()} is larger than {MAX_NODE_SIZE} bytes")
+        _check_sizes(nodes.items())
         self.staged.update(nodes)
 
     def _unstage(self, taken: Mapping[bytes, bytes]) -> None:
@@ -1289,10 +1296,7 @@ class _Core:
         if not new and not refs:
             self._unstage(taken)
             return
-        if new and max(len(data) for _, data in new) > MAX_NODE_SIZE:
-            for address, data in new:
-                if len(data) > MAX_NODE_SIZE:
-                    raise StoreError(f"node {address.hex()} is larger than {MAX_NODE_SIZE} bytes")
+        _check_sizes(new)
         w = self.writer
         if w is not None and (
             w.broken or w.suspect or w.end >= self.segment_size or w.count >= self.segment_records

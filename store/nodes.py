@@ -339,12 +339,19 @@ class Nodes:
         return result
 
     def _remember(self, node: Node) -> None:
+        self._remember_all([node])
+
+    def _remember_all(self, nodes: Iterable[Node]) -> None:
+        """Cache ``nodes`` (the newest last), then drop the least recently used ones over
+        the budget."""
         cache = self._cache
-        if node.address in cache:
-            return
-        cache[node.address] = node
-        # decoded nodes take several times their encoded size in Python objects
-        self._cached_bytes += node.size * 3
+        added = 0
+        for node in nodes:
+            if node.address not in cache:
+                cache[node.address] = node
+                # decoded nodes take several times their encoded size in Python objects
+                added += node.size * 3
+        self._cached_bytes += added
         while self._cached_bytes > self.cache_bytes and len(cache) > 1:
             _, old = cache.popitem(last=False)
             self._cached_bytes -= old.size * 3
@@ -410,14 +417,7 @@ class Nodes:
         self._pending = {}
         self._pending_nodes = {}
         self._pending_bytes = 0
-        cache = self._cache
-        for address, node in nodes.items():  # (_remember, for many)
-            if address not in cache:
-                cache[address] = node
-                self._cached_bytes += node.size * 3
-        while self._cached_bytes > self.cache_bytes and len(cache) > 1:
-            _, old = cache.popitem(last=False)
-            self._cached_bytes -= old.size * 3
+        self._remember_all(nodes.values())
 
     async def maybe_flush(self) -> None:
         if self._pending_bytes >= self.flush_bytes:
