@@ -1679,7 +1679,9 @@ class _Core:
         room for them (no sealing), no other live writer's segment must be read, and neither
         the ref mutex nor ``refs/.lock`` is held by anyone else. None (nothing done) if not.
         (Segments that appeared or vanished since this object last looked also send it to
-        the worker: reading another writer's new segment may take long.)"""
+        the worker: reading another writer's new segment may take long.) A batch that grows
+        the file and writes zeros ahead (PREFILL_AFTER, ~1 ms every ~17 commits) stays here
+        too: on a worker it cost ~0.6 ms more (two thread hand-offs), ~30 us per commit."""
         w = self.writer
         staged = self.staged
         size = sum(map(len, staged.values()))
@@ -1697,9 +1699,6 @@ class _Core:
             or w.suspect
             or reach >= self.segment_size
             or w.count + len(staged) >= self.segment_records
-            # a batch that grows the file writes ~1 MiB of zeros too (PREFILL_AFTER): a
-            # worker's job, not the loop's
-            or self._zeros_after(w, reach, size)
             or any(not seg.sealed and seg.name != w.seg.name for seg in self.segments.values())
         ):
             return None
