@@ -56,7 +56,7 @@ from store.base import NodeStore, check_ref_name, open_store
 from store.codec import address_of, decode, encode, encode_trusted, is_address
 from store.errors import CodecError, StoreError
 from store.nodes import Nodes, TreeConfig
-from store.tree import Tree
+from store.tree import Tree, edit_trees
 
 _log = logging.getLogger("replica")
 
@@ -817,10 +817,11 @@ async def write_commit(
     roots = dict(db_before.commit.roots)
     tags = await retraction_tags(Tree(nodes, roots["eavt"]), result.datoms, result.value_keys)
     edits = index_edit_lists(result.datoms, db_before.schema, stamp, result.value_keys, tags)
-    for name, (keys, vals) in edits.items():
-        if keys:
-            tree = Tree(nodes, roots[name])
-            roots[name] = (await tree.edit_sorted(keys, vals, flush=False)).root
+    roots.update(
+        await edit_trees(
+            nodes, {name: (roots[name], keys, vals) for name, (keys, vals) in edits.items() if keys}
+        )
+    )
     schema_addr = db_before.commit.schema
     if result.schema_changed:
         data = encode(schema_body(result.schema))

@@ -518,8 +518,12 @@ class DB:
 
     async def _eav(self, e: int, a: str | None) -> list[Datom]:
         prefix = eid_bytes(e) if a is None else eid_bytes(e) + attr_bytes(a)
+        tree = self._trees["eavt"]
+        items = tree.items_cached(prefix, prefix_end(prefix))
+        if items is not None:  # in one cached leaf: no async iteration
+            return [decode_eavt(k, v) for k, v in items]
         out: list[Datom] = []
-        async for batch in self._trees["eavt"].scan(prefix, prefix_end(prefix)):
+        async for batch in tree.scan(prefix, prefix_end(prefix)):
             out.extend(decode_eavt(k, v) for k, v in batch)
         return out
 

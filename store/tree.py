@@ -471,6 +471,22 @@ def _check_pair(key: object, value: object) -> None:
         )
 
 
+
+def _check_sorted(keys: list[bytes], values: list[bytes | None]) -> None:
+    """TreeError unless ``keys`` are strictly ascending bytes and ``values`` theirs (bytes,
+    or None to delete)."""
+    if len(keys) != len(values):
+        raise TreeError("edit_sorted: keys and values differ in length")
+    if keys and (
+        set(map(type, keys)) != {bytes}
+        or not set(map(type, values)) <= _VALUE_TYPES
+        or not all(map(_lt, keys, islice(keys, 1, None)))
+    ):
+        for key, value in zip(keys, values, strict=True):
+            _check_pair(key, value)
+        raise TreeError("edit_sorted: keys are not strictly ascending")
+
+
 class Tree:
     """An immutable prolly tree value: a root address and the :class:`Nodes` it lives in.
 
@@ -652,6 +668,40 @@ class Tree:
             async for batch in self._scan_forward(lo, hi, lo_inclusive, hi_inclusive):
                 yield batch
 
+    def items_cached(self, lo: bytes, hi: bytes | None) -> list[tuple[bytes, bytes]] | None:
+        """:meth:`items` of ``lo <= key < hi`` without I/O or awaits, when that range lies in
+        one leaf whose path is cached (or pending): a transaction's reads of one entity's
+        attribute. None (nothing read, nothing counted) when it would need a node that is not
+        cached or the next leaf, or for a subclass of :class:`Nodes` (they read their own
+        way): then use :meth:`items`. Counts its node reads as :meth:`scan` does."""
+        nodes = self.nodes
+        if type(nodes) is not Nodes:
+            return None
+        cached = nodes.load_cached
+        node = cached(self.root)
+        if node is None:
+            return None
+        visits = 1
+        rightmost = True  # no leaf after this path's
+        while node.level:
+            keys = node.keys
+            i = bisect_left(keys, lo)
+            if i == len(keys):  # every key is below lo
+                nodes.stats.reads += visits
+                return []
+            rightmost = rightmost and i == len(keys) - 1
+            node = cached(node.children[i])
+            if node is None:
+                return None
+            visits += 1
+        keys = node.keys
+        start = bisect_left(keys, lo)
+        end = len(keys) if hi is None else bisect_left(keys, hi)
+        if end == len(keys) and not rightmost:
+            return None  # the range may go on in the next leaf
+        nodes.stats.reads += visits
+        return list(zip(keys[start:end], node.values[start:end], strict=True))
+
     async def items(
         self, lo: bytes | None = None, hi: bytes | None = None, **flags: bool
     ) -> list[tuple[bytes, bytes]]:
@@ -792,16 +842,7 @@ class Tree:
     ) -> Tree:
         """:meth:`edit` for edits given as strictly ascending ``keys`` and their ``values``
         (None deletes), without building pairs. Raises TreeError if they are not."""
-        if len(keys) != len(values):
-            raise TreeError("edit_sorted: keys and values differ in length")
-        if keys and (
-            set(map(type, keys)) != {bytes}
-            or not set(map(type, values)) <= _VALUE_TYPES
-            or not all(map(_lt, keys, islice(keys, 1, None)))
-        ):
-            for key, value in zip(keys, values, strict=True):
-                _check_pair(key, value)
-            raise TreeError("edit_sorted: keys are not strictly ascending")
+        _check_sorted(keys, values)
         return await self._edit(keys, values, flush)
 
     async def _edit(self, ekeys: list[bytes], evals: list[Any], flush: bool) -> Tree:
@@ -810,9 +851,8 @@ class Tree:
         nodes = self.nodes
         root = await nodes.load(self.root)
         top: list[Ref] | None = None
-        config = nodes.config
-        chunker = _survival_table(config.target, config.max_size).native
-        if chunker is not None and type(nodes) is Nodes and root.level < 60:
+        chunker = self._native_chunker(root)
+        if chunker is not None:
             # Every level in one C call (store/_speedups.c edit_tree: the walk of
             # _edit_level, level after level) over cached nodes. A node that is not cached
             # comes back as its address, to load and go again. Only for plain Nodes:
@@ -830,14 +870,11 @@ class Tree:
             cached: Callable[[bytes], Node | None] = nodes.load_cached
             prefetched = False
             while len(held) < _NATIVE_MISSES:
-                done = _native.edit_tree(  # type: ignore[union-attr]
-                    chunker, cached, make_leaf, make_internal, root, ekeys, evals,
-                    config.min_size, config.max_size,
-                )  # fmt: skip
+                done = self._native_pass(chunker, cached, root, ekeys, evals)
                 if type(done) is bytes:
                     if not prefetched:
                         prefetched = True
-                        leaves = max(1, nodes.cache_bytes // (6 * config.target))
+                        leaves = max(1, nodes.cache_bytes // (6 * nodes.config.target))
                         await prefetch_paths(self, ekeys, leaves)
                         if nodes.peek(done) is not None:
                             continue  # fetched now: no miss spent
@@ -845,20 +882,13 @@ class Tree:
                     nodes.stats.reads -= 1  # the next call reads it again, and counts that
                     cached = _held_first(held, nodes.load_cached)
                     continue
-                top, emitted, visits = done
-                nodes.stats.reads += visits
-                nodes.add_all(emitted)
+                top = done  # type: ignore[assignment]
                 if top is None:
                     return self
-                if len(top) == 1 and not flush:
-                    # _finish's usual case without its awaits: one new root, just made (so
-                    # pending or cached), not an internal node of one child
-                    new_root = nodes.load_cached(top[0][1])
-                    if new_root is not None and not (
-                        new_root.level and len(new_root.children) == 1
-                    ):
-                        nodes.stats.reads += 1  # (as _finish's load counts it)
-                        return Tree(nodes, new_root.address)
+                if not flush:
+                    quick = self._single_root(top)
+                    if quick is not None:
+                        return quick
                 return await self._done(top, root.level, flush)
         level_keys: list[bytes] = ekeys
         level_vals: list[Any] = evals
@@ -874,6 +904,53 @@ class Tree:
         if top is None:
             return self
         return await self._done(top, root.level, flush)
+
+    def _native_chunker(self, root: Node) -> Any:
+        """The C chunker for an edit of this tree (root node ``root``) through
+        store/_speedups.c edit_tree, or None: no extension, a subclass of Nodes, a root too
+        high for the C walk."""
+        nodes = self.nodes
+        config = nodes.config
+        chunker = _survival_table(config.target, config.max_size).native
+        if chunker is not None and type(nodes) is Nodes and root.level < 60:
+            return chunker
+        return None
+
+    def _native_pass(
+        self,
+        chunker: Any,
+        cached: Callable[[bytes], Node | None],
+        root: Node,
+        ekeys: list[bytes],
+        evals: list[Any],
+    ) -> bytes | list[Ref] | None:
+        """One C edit_tree call over the nodes ``cached`` gives: the address of the first
+        node it did not find (nothing done), or the new refs of the root's level (None:
+        the edits changed nothing), its new nodes buffered and its reads counted."""
+        nodes = self.nodes
+        config = nodes.config
+        done = _native.edit_tree(  # type: ignore[union-attr]
+            chunker, cached, make_leaf, make_internal, root, ekeys, evals,
+            config.min_size, config.max_size,
+        )  # fmt: skip
+        if type(done) is bytes:
+            return done
+        top, emitted, visits = done
+        nodes.stats.reads += visits
+        nodes.add_all(emitted)
+        return top  # type: ignore[no-any-return]
+
+    def _single_root(self, top: list[Ref]) -> Tree | None:
+        """_finish's usual case without its awaits: one new root, just made (so pending or
+        cached), not an internal node of one child. None otherwise (then _finish)."""
+        if len(top) != 1:
+            return None
+        nodes = self.nodes
+        new_root = nodes.load_cached(top[0][1])
+        if new_root is None or (new_root.level and len(new_root.children) == 1):
+            return None
+        nodes.stats.reads += 1  # (as _finish's load counts it)
+        return Tree(nodes, new_root.address)
 
     async def _done(self, top: list[Ref], level: int, flush: bool) -> Tree:
         tree = await self._finish(top, level)
@@ -1151,6 +1228,35 @@ class _Leaves:
             self.ready = await self.nodes.load_many(chunk)
             self.ready.reverse()
         return self.ready.pop()
+
+
+async def edit_trees(
+    nodes: Nodes, edits: dict[str, tuple[bytes, list[bytes], list[bytes | None]]]
+) -> dict[str, bytes]:
+    """The root after the edit of each tree ``name -> (root, keys, values)`` (as
+    :meth:`Tree.edit_sorted` takes them, checked the same way), its new nodes left in the
+    write buffer (``flush=False``): a commit's index edits. A tree whose path is cached gets
+    its C edit here, without the awaits of one ``edit_sorted`` each; any other goes through
+    ``edit_sorted``. Same nodes, same counts."""
+    out: dict[str, bytes] = {}
+    for name, (address, keys, values) in edits.items():
+        _check_sorted(keys, values)
+        tree = Tree(nodes, address)
+        root = nodes.load_cached(address) if keys and type(nodes) is Nodes else None
+        chunker = None if root is None else tree._native_chunker(root)
+        if root is not None and chunker is not None:
+            nodes.stats.reads += 1  # (as _edit's load of the root counts it)
+            top = tree._native_pass(chunker, nodes.load_cached, root, keys, values)
+            if top is None:
+                out[name] = address
+                continue
+            if not isinstance(top, bytes):
+                done = tree._single_root(top) or await tree._done(top, root.level, False)
+                out[name] = done.root
+                continue
+            nodes.stats.reads -= 1  # a miss: _edit reads the root again, and counts that
+        out[name] = (await tree._edit(keys, values, False)).root
+    return out
 
 
 async def diff(a: Tree, b: Tree) -> AsyncIterator[list[tuple[bytes, bytes | None, bytes | None]]]:
