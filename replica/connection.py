@@ -151,10 +151,17 @@ class Diff:
 
 
 def encode_heads(heads: Iterable[bytes]) -> bytes:
+    if type(heads) is list and len(heads) == 1:
+        head: bytes = heads[0]
+        if is_address(head):
+            return _ONE_HEAD + head  # a transaction's: the canonical CBOR, without cbor2
     heads = sorted(set(heads))
     if not all(type(h) is bytes for h in heads):
         raise BranchError(f"commit ids are bytes, got {heads!r:.200}")
     return encode_trusted(heads)
+
+
+_ONE_HEAD = b"\x81\x58\x21"  # CBOR: an array of one, a byte string of 33 (an address)
 
 
 def decode_heads(raw: bytes, branch: str) -> list[bytes]:

@@ -155,7 +155,7 @@ SYSTEM_ATTRIBUTES: dict[str, Attribute] = {
 class Schema:
     """An immutable mapping ``ident -> Attribute`` plus the flexibility mode."""
 
-    __slots__ = ("_attrs", "_by_eid", "composites_of", "flexibility", "refs")
+    __slots__ = ("_attrs", "_by_eid", "composites_of", "flexibility", "identity_composites", "refs")
 
     def __init__(self, attrs: Mapping[str, Attribute], flexibility: str = "write") -> None:
         if flexibility not in ("write", "read"):
@@ -169,6 +169,10 @@ class Schema:
             for part in a.tuple_attrs or ():
                 comps.setdefault(part, []).append(a)
         self.composites_of = {k: tuple(v) for k, v in comps.items()}
+        # the unique-identity composite tuple attributes, in ident order (every upsert looks)
+        self.identity_composites = tuple(
+            a for a in self.user_attributes() if a.identity and a.composite
+        )
 
     def get(self, ident: str) -> Attribute | None:
         """The attribute, or None if it is not defined."""

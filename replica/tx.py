@@ -383,9 +383,7 @@ class TxContext:
         found: dict[_Temp, tuple[str, Any, int]] = {}
         first_with: dict[tuple[str, bytes], _Temp] = {}  # new identity value -> a tempid
         composite_parts: dict[_Temp, dict[str, Any]] = {}
-        identity_composites = [
-            a for a in self.schema.user_attributes() if a.identity and a.composite
-        ]
+        identity_composites = self.schema.identity_composites
 
         async def identify(temp: _Temp, a: Attribute, value: Any, item: Any) -> None:
             owner = await self._owner(a.ident, value)

@@ -489,6 +489,11 @@ except (AttributeError, ValueError, OSError):  # pragma: no cover - no sysconf
     _IOV_MAX = 16
 
 
+# macOS: fsync does not reach the platter, F_FULLFSYNC does
+_FULLFSYNC: int | None = getattr(fcntl, "F_FULLFSYNC", None)
+_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
 def _pwritev_all(fd: int, parts: Sequence[bytes | bytearray], offset: int) -> None:
     """Write ``parts`` one after the other from ``offset`` without joining them."""
     pwritev = getattr(os, "pwritev", None)
@@ -755,17 +760,13 @@ class _Core:
             self.sync_seconds = took if avg == float("inf") else avg + (took - avg) / 8
 
     def _sync_fd_now(self, fd: int) -> None:
-        full = getattr(fcntl, "F_FULLFSYNC", None)  # macOS: fsync does not reach the platter
-        if full is not None:
+        if _FULLFSYNC is not None:
             try:
-                fcntl.fcntl(fd, full)
+                fcntl.fcntl(fd, _FULLFSYNC)
                 return
             except OSError:
                 pass
-        if hasattr(os, "fdatasync"):
-            os.fdatasync(fd)
-        else:  # pragma: no cover - platforms without fdatasync
-            os.fsync(fd)
+        _datasync(fd)
 
     def _sync_dir(self, path: str) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -1272,10 +1273,11 @@ class _Core:
 
     def stage(self, nodes: Mapping[bytes, bytes], verified: bool = False) -> None:
         """Keep ``nodes`` (validated, unless the caller computed every address from its
-        bytes itself: ``verified``) to be written with this object's next batch."""
+        bytes itself: ``verified``; then their sizes are checked when they are written) to
+        be written with this object's next batch."""
         if not verified:
             check_batch(nodes)
-        _check_sizes(nodes.items())
+            _check_sizes(nodes.items())
         self.staged.update(nodes)
 
     def _unstage(self, taken: Mapping[bytes, bytes]) -> None:
@@ -1335,11 +1337,12 @@ class _Core:
             self._note_refs(w.seg.name, [(ref, False) for ref in refs])
         w.suspect = False
         w.small_run = w.small_run + 1 if size <= PREFILL_SMALL else 0
-        self._count("batches")
-        self._count("nodes_written", len(entries))
-        self._count("bytes_written", size)
-        if zeros:
-            self._count("prefill_bytes", zeros)
+        with self._stats_lock:
+            stats = self.stats
+            stats["batches"] += 1
+            stats["nodes_written"] += len(entries)
+            stats["bytes_written"] += size
+            stats["prefill_bytes"] += zeros
 
     def _zeros_after(self, w: _Writer, end: int, size: int) -> int:
         """How many zeros to write after a batch of ``size`` bytes that ends at ``end``: a

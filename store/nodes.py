@@ -347,14 +347,18 @@ class Nodes:
         cache = self._cache
         added = 0
         for node in nodes:
-            if node.address not in cache:
-                cache[node.address] = node
-                # decoded nodes take several times their encoded size in Python objects
-                added += node.size * 3
-        self._cached_bytes += added
-        while self._cached_bytes > self.cache_bytes and len(cache) > 1:
-            _, old = cache.popitem(last=False)
-            self._cached_bytes -= old.size * 3
+            address = node.address
+            if address not in cache:
+                cache[address] = node
+                added += node.size
+        # decoded nodes take several times their encoded size in Python objects
+        cached = self._cached_bytes + added * 3
+        if cached > self.cache_bytes:
+            limit = self.cache_bytes
+            pop = cache.popitem
+            while cached > limit and len(cache) > 1:
+                cached -= pop(False)[1].size * 3
+        self._cached_bytes = cached
 
     @property
     def cached_bytes(self) -> int:
