@@ -153,7 +153,7 @@ class Diff:
 def encode_heads(heads: Iterable[bytes]) -> bytes:
     if type(heads) is list and len(heads) == 1:
         head: bytes = heads[0]
-        if is_address(head):
+        if type(head) is bytes and is_address(head):
             return _ONE_HEAD + head  # a transaction's: the canonical CBOR, without cbor2
     heads = sorted(set(heads))
     if not all(type(h) is bytes for h in heads):

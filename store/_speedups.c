@@ -14,8 +14,9 @@
  *       .cut_internal(keys, start, size, count, level, mn, mx) -> (cuts, size, count)
  *       .prefix_size(keys, vals_or_None, start)             -> size of keys[:start] (+ vals)
  *   bind_nodes(Node, libcrypto_path, sha256) -> bool; then make_leaf / make_internal
- *   edit_tree(chunker, load_cached, make_leaf, make_internal, root, ekeys, evals, mn, mx)
+ *   edit_tree(chunker, lookup, make_leaf, make_internal, root, ekeys, evals, mn, mx)
  *                                                  -> every level of Tree._edit, or a miss
+ *       (lookup: a function address -> node or None, or a tuple of dicts to look in)
  *   encode_records(nodes, start, limit)            -> a batch's node records, joined
  *   table_insert_entries / table_rehash / table_hits: the file store's _Table
  */
@@ -1326,12 +1327,22 @@ typedef struct {
 } EditState;
 
 /* The cached node at ``address`` (new reference), NULL with st->missing set if it is not
- * cached, NULL with an exception on error. */
+ * cached, NULL with an exception on error. ``load_cached`` is a function of the address, or
+ * a tuple of dicts (checked in edit_setup), looked in in order without calling anything. */
 static PyObject *
 load_node(EditState *st, PyObject *address)
 {
-    PyObject *node = PyObject_CallOneArg(st->load_cached, address);
-    if (node == NULL) return NULL;
+    PyObject *node = NULL;
+    if (PyTuple_CheckExact(st->load_cached)) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(st->load_cached) && node == NULL; i++) {
+            node = PyDict_GetItemWithError(PyTuple_GET_ITEM(st->load_cached, i), address);
+            if (node == NULL && PyErr_Occurred()) return NULL;
+        }
+        node = node != NULL ? Py_NewRef(node) : Py_NewRef(Py_None);
+    } else {
+        node = PyObject_CallOneArg(st->load_cached, address);
+        if (node == NULL) return NULL;
+    }
     if (node == Py_None) {
         Py_DECREF(node);
         Py_INCREF(address);
@@ -1802,6 +1813,14 @@ edit_setup(EditState *st, PyObject *const *args, Py_ssize_t *root_level)
     st->chunker = (Chunker *)args[0];
     if (check_ready(st->chunker) < 0) return -1;
     st->load_cached = args[1];
+    if (PyTuple_CheckExact(args[1])) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[1]); i++) {
+            if (!PyDict_Check(PyTuple_GET_ITEM(args[1], i))) {
+                PyErr_SetString(PyExc_TypeError, "edit: a lookup tuple holds only dicts");
+                return -1;
+            }
+        }
+    }
     st->make_leaf = args[2];
     st->make_internal = args[3];
     if (!PyList_CheckExact(args[5]) || !PyList_CheckExact(args[6]) ||
@@ -1896,8 +1915,9 @@ static PyMethodDef module_methods[] = {
     {"bind_nodes", (PyCFunction)(void (*)(void))bind_nodes, METH_FASTCALL,
      "bind_nodes(node_type, libcrypto_path, sha256) -> bool: enable make_leaf/make_internal"},
     {"edit_tree", (PyCFunction)(void (*)(void))edit_tree, METH_FASTCALL,
-     "edit_tree(chunker, load_cached, make_leaf, make_internal, root, ekeys, evals, mn, mx): "
-     "every level of store/tree.py Tree._edit over cached nodes"},
+     "edit_tree(chunker, lookup, make_leaf, make_internal, root, ekeys, evals, mn, mx): "
+     "every level of store/tree.py Tree._edit over cached nodes (lookup: a function of an "
+     "address, or a tuple of dicts)"},
     {"encode_records", (PyCFunction)(void (*)(void))encode_records, METH_FASTCALL,
      "encode_records(nodes, start, limit) -> (records, entries, idx) or None: store/file.py "
      "_encode_batch's node records, joined"},

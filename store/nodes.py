@@ -280,6 +280,12 @@ class Nodes:
             return node
         return self.peek(address)
 
+    def cached_maps(self) -> tuple[dict[bytes, Node], dict[bytes, Node]]:
+        """The cache and the pending nodes, where :meth:`load_cached` looks, for a C walk to
+        look in directly (store/_speedups.c edit_tree): without making them the most
+        recently used (a tree edit replaces the nodes it reads)."""
+        return self._cache, self._pending_nodes
+
     async def load(self, address: bytes) -> Node:
         """The decoded node at ``address`` (NodeNotFound / CorruptNode from the store)."""
         self.stats.reads += 1

@@ -39,7 +39,7 @@ import decimal
 import functools
 import hashlib
 from bisect import bisect_left, bisect_right
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from itertools import islice
 from operator import itemgetter, lt
 from pathlib import Path
@@ -452,15 +452,6 @@ def _emit(nodes: Nodes, level: int, keys: list[bytes], vals: list[Any]) -> Ref:
     return (keys[-1], node.address, node.count)
 
 
-def _held_first(
-    held: dict[bytes, Node], cached: Callable[[bytes], Node | None]
-) -> Callable[[bytes], Node | None]:
-    def lookup(address: bytes) -> Node | None:
-        return held.get(address) or cached(address)
-
-    return lookup
-
-
 def _check_pair(key: object, value: object) -> None:
     if type(key) is not bytes:
         raise TreeError(f"tree keys must be bytes, got {type(key).__name__}: {key!r:.60}")
@@ -867,7 +858,7 @@ class Tree:
             # after a few misses (a cold cache, a large edit) the Python walk below does the
             # edit: it loads as it goes, without starting over.
             held: dict[bytes, Node] = {}
-            cached: Callable[[bytes], Node | None] = nodes.load_cached
+            cached: tuple[dict[bytes, Node], ...] = nodes.cached_maps()
             prefetched = False
             while len(held) < _NATIVE_MISSES:
                 done = self._native_pass(chunker, cached, root, ekeys, evals)
@@ -880,7 +871,7 @@ class Tree:
                             continue  # fetched now: no miss spent
                     held[done] = await nodes.load(done)
                     nodes.stats.reads -= 1  # the next call reads it again, and counts that
-                    cached = _held_first(held, nodes.load_cached)
+                    cached = (held, *nodes.cached_maps())
                     continue
                 top = done  # type: ignore[assignment]
                 if top is None:
@@ -919,12 +910,12 @@ class Tree:
     def _native_pass(
         self,
         chunker: Any,
-        cached: Callable[[bytes], Node | None],
+        cached: tuple[dict[bytes, Node], ...],
         root: Node,
         ekeys: list[bytes],
         evals: list[Any],
     ) -> bytes | list[Ref] | None:
-        """One C edit_tree call over the nodes ``cached`` gives: the address of the first
+        """One C edit_tree call over the nodes in the maps ``cached``: the address of the first
         node it did not find (nothing done), or the new refs of the root's level (None:
         the edits changed nothing), its new nodes buffered and its reads counted."""
         nodes = self.nodes
@@ -1246,7 +1237,7 @@ async def edit_trees(
         chunker = None if root is None else tree._native_chunker(root)
         if root is not None and chunker is not None:
             nodes.stats.reads += 1  # (as _edit's load of the root counts it)
-            top = tree._native_pass(chunker, nodes.load_cached, root, keys, values)
+            top = tree._native_pass(chunker, nodes.cached_maps(), root, keys, values)
             if top is None:
                 out[name] = address
                 continue

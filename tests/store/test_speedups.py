@@ -1727,6 +1727,8 @@ async def test_edit_tree_refuses_bad_arguments() -> None:
         (but(0, surv), TypeError),  # the table, not its Chunker
         (but(0, nat.Chunker.__new__(nat.Chunker)), RuntimeError),  # never initialised
         (but(1, None), TypeError),  # load_cached not callable
+        (but(1, ({}, [])), TypeError),  # a lookup tuple holding a non-dict
+        (but(1, ({child: 5 for child in root.children},)), AttributeError),  # not nodes
         (but(1, raising), Boom),  # its errors propagate
         (but(1, lambda address: 5), AttributeError),  # a "node" without fields
         (but(1, lambda address: root), ValueError),  # every child is the root: too deep
@@ -1752,6 +1754,8 @@ async def test_edit_tree_refuses_bad_arguments() -> None:
     for args, error in cases:
         with pytest.raises(error):
             nat.edit_tree(*args)
+    # a lookup tuple that finds nothing: a miss (the address of a child), not an error
+    assert nat.edit_tree(*but(1, ({},))) in root.children
     # still working after all that, and nothing was left half-made in the nodes
     assert nodes.pending_bytes == 0
     top, emitted, _ = nat.edit_tree(*good)
