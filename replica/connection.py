@@ -824,11 +824,9 @@ async def write_commit(
     roots = dict(db_before.commit.roots)
     tags = await retraction_tags(Tree(nodes, roots["eavt"]), result.datoms, result.value_keys)
     edits = index_edit_lists(result.datoms, db_before.schema, stamp, result.value_keys, tags)
-    roots.update(
-        await edit_trees(
-            nodes, {name: (roots[name], keys, vals) for name, (keys, vals) in edits.items() if keys}
-        )
-    )
+    work = {name: (roots[name], keys, vals) for name, (keys, vals) in edits.items() if keys}
+    # keys built sorted and distinct by index_edit_lists: no need to check them again
+    roots.update(await edit_trees(nodes, work, checked=True))
     schema_addr = db_before.commit.schema
     if result.schema_changed:
         data = encode(schema_body(result.schema))

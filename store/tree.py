@@ -1222,31 +1222,48 @@ class _Leaves:
 
 
 async def edit_trees(
-    nodes: Nodes, edits: dict[str, tuple[bytes, list[bytes], list[bytes | None]]]
+    nodes: Nodes,
+    edits: dict[str, tuple[bytes, list[bytes], list[bytes | None]]],
+    *,
+    checked: bool = False,
 ) -> dict[str, bytes]:
     """The root after the edit of each tree ``name -> (root, keys, values)`` (as
-    :meth:`Tree.edit_sorted` takes them, checked the same way), its new nodes left in the
-    write buffer (``flush=False``): a commit's index edits. A tree whose path is cached gets
-    its C edit here, without the awaits of one ``edit_sorted`` each; any other goes through
-    ``edit_sorted``. Same nodes, same counts."""
+    :meth:`Tree.edit_sorted` takes them, checked the same way unless the caller built them
+    so and says ``checked``: a commit's index edits), its new nodes left in the write buffer
+    (``flush=False``). A tree whose path is cached gets its C edit here, without the awaits
+    of one ``edit_sorted`` each; any other goes through ``edit_sorted``. Same nodes, same
+    counts."""
     out: dict[str, bytes] = {}
+    plain = type(nodes) is Nodes
+    config = nodes.config
+    chunker = _survival_table(config.target, config.max_size).native if plain else None
+    maps = nodes.cached_maps()
+    stats = nodes.stats
     for name, (address, keys, values) in edits.items():
-        _check_sorted(keys, values)
-        tree = Tree(nodes, address)
-        root = nodes.load_cached(address) if keys and type(nodes) is Nodes else None
-        chunker = None if root is None else tree._native_chunker(root)
-        if root is not None and chunker is not None:
-            nodes.stats.reads += 1  # (as _edit's load of the root counts it)
-            top = tree._native_pass(chunker, nodes.cached_maps(), root, keys, values)
-            if top is None:
-                out[name] = address
+        if not checked:
+            _check_sorted(keys, values)
+        if not keys:
+            out[name] = address
+            continue
+        root = nodes.load_cached(address) if chunker is not None else None
+        if root is not None and root.level < 60:
+            stats.reads += 1  # (as _edit's load of the root counts it)
+            done = _native.edit_tree(  # type: ignore[union-attr]
+                chunker, maps, make_leaf, make_internal, root, keys, values,
+                config.min_size, config.max_size,
+            )  # fmt: skip
+            if type(done) is not bytes:
+                top, emitted, visits = done
+                stats.reads += visits
+                nodes.add_all(emitted)
+                if top is None:
+                    out[name] = address
+                    continue
+                tree = Tree(nodes, address)
+                out[name] = (tree._single_root(top) or await tree._done(top, root.level, False)).root
                 continue
-            if not isinstance(top, bytes):
-                done = tree._single_root(top) or await tree._done(top, root.level, False)
-                out[name] = done.root
-                continue
-            nodes.stats.reads -= 1  # a miss: _edit reads the root again, and counts that
-        out[name] = (await tree._edit(keys, values, False)).root
+            stats.reads -= 1  # a miss: _edit reads the root again, and counts that
+        out[name] = (await Tree(nodes, address)._edit(keys, values, False)).root
     return out
 
 
