@@ -20,12 +20,18 @@ _depth = 0
 _was_enabled = False
 
 
+_NOTHING = contextlib.nullcontext()
+
+
+def gc_paused(active: bool = True) -> contextlib.AbstractContextManager[None]:
+    """The collector paused while in the ``with`` block (if ``active``; else nothing, and
+    cheaply: small transactions ask on every call)."""
+    return _paused() if active else _NOTHING
+
+
 @contextlib.contextmanager
-def gc_paused(active: bool = True) -> Iterator[None]:
+def _paused() -> Iterator[None]:
     global _depth, _was_enabled
-    if not active:
-        yield
-        return
     if _depth == 0:
         _was_enabled = gc.isenabled()
         gc.disable()
