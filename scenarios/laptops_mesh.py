@@ -61,7 +61,10 @@ async def run(workdir: Path, tasks: int = 10) -> dict[str, object]:
                 if len(set(heads)) == 1:
                     return heads
                 await anyio.sleep(0.3)
-            return heads
+            # fail here, naming each laptop's head, rather than read conflicts from a laptop
+            # that has merged with only some of the others
+            by_name = dict(zip(names, heads, strict=True))
+            raise AssertionError(f"the laptops did not converge: {by_name}")
 
         await mesh_online()
         heads = await settle()
@@ -112,7 +115,7 @@ async def run(workdir: Path, tasks: int = 10) -> dict[str, object]:
         assert len(set(heads)) == 1, "the laptops did not converge"
         news = [r for r in titles if r.startswith('("new"')]
         assert len(news) == 1, news  # one task "new", not two
-        assert any(c[0] == "task/title" and c[5] == "lww" for c in conflicts), conflicts
+        assert any(c[0] == "task/title" and c[5] == "lww" for c in conflicts), (conflicts, heads)
         assert any(c[5] == "unique-identity" for c in conflicts), conflicts
         # the deletion wins for what it saw (t2's id and title are gone); cai's concurrent
         # edit survives and is recorded (docs/conflicts.md, retractEntity rule)
