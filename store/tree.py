@@ -462,7 +462,6 @@ def _check_pair(key: object, value: object) -> None:
         )
 
 
-
 def _check_sorted(keys: list[bytes], values: list[bytes | None]) -> None:
     """TreeError unless ``keys`` are strictly ascending bytes and ``values`` theirs (bytes,
     or None to delete)."""
