@@ -1273,10 +1273,12 @@ class _Core:
 
     def stage(self, nodes: Mapping[bytes, bytes], verified: bool = False) -> None:
         """Keep ``nodes`` (validated, unless the caller computed every address from its
-        bytes itself: ``verified``; then their sizes are checked when they are written) to
-        be written with this object's next batch."""
+        bytes itself: ``verified``) to be written with this object's next batch. Their sizes
+        are checked here in any case: a node too large for a record must not be staged,
+        where it would fail every later batch of this object."""
         if not verified:
             check_batch(nodes)
+        if nodes and max(map(len, nodes.values())) > MAX_NODE_SIZE:
             _check_sizes(nodes.items())
         self.staged.update(nodes)
 

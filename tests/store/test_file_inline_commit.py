@@ -15,7 +15,7 @@ import pytest
 
 import store.file
 from store.codec import address_of
-from store.errors import CorruptNode
+from store.errors import CorruptNode, StoreError
 from store.file import INLINE_BYTES, PREFILL_AFTER, FileStore
 
 
@@ -278,5 +278,30 @@ async def test_a_commit_that_writes_zeros_ahead_is_inline_too(tmp_path: Path) ->
         for k in range(1, i + 6):
             address, data = node(k)
             assert await again.get(address) == data
+    finally:
+        await again.aclose()
+
+
+async def test_an_oversized_node_is_refused_when_staged_even_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node too large for a record (MAX_NODE_SIZE, 4 GiB, lowered here) is refused by
+    stage() itself, also when the caller vouches for its address: staged, it would fail
+    every later batch of the store object, closing included."""
+    monkeypatch.setattr(store.file, "MAX_NODE_SIZE", 1000)
+    store_ = await opened(tmp_path)
+    try:
+        big = b"x" * 2000
+        with pytest.raises(StoreError, match=address_of(big).hex()):
+            store_.stage({address_of(big): big}, verified=True)
+        assert await commit(store_, 1)  # later commits go on
+        assert await commit(store_, 2)
+    finally:
+        await store_.aclose()
+    again = await FileStore.open(tmp_path.as_uri())
+    try:
+        assert await again.get_ref("main") == b"head 2"
+        big = b"x" * 2000
+        assert await again.missing([address_of(big)]) == {address_of(big)}
     finally:
         await again.aclose()
