@@ -622,6 +622,26 @@ append_cut(PyObject *cuts, Py_ssize_t i)
     return r;
 }
 
+/* The bytes the chunker counts for entry i: its key, and its value and the leaf entry
+ * overhead (vals: a leaf's values), or the internal entry overhead (vals NULL); -1 with
+ * TypeError for an entry that is not bytes. i must be within both lists. */
+static Py_ssize_t
+entry_bytes(Chunker *c, PyObject *keys, PyObject *vals, Py_ssize_t i)
+{
+    PyObject *k = PyList_GET_ITEM(keys, i);
+    if (!PyBytes_CheckExact(k)) {
+        PyErr_SetString(PyExc_TypeError, "chunker: keys must be bytes");
+        return -1;
+    }
+    if (vals == NULL) return PyBytes_GET_SIZE(k) + c->internal_entry;
+    PyObject *v = PyList_GET_ITEM(vals, i);
+    if (!PyBytes_CheckExact(v)) {
+        PyErr_SetString(PyExc_TypeError, "chunker: values must be bytes");
+        return -1;
+    }
+    return PyBytes_GET_SIZE(k) + PyBytes_GET_SIZE(v) + c->leaf_entry;
+}
+
 /* The chunker over keys[start:] (and vals, the values of a leaf; NULL for an internal level
  * ``level``), as _cut_leaf / _cut_internal: the end positions of the nodes that end go to
  * ``cuts``; *size (and *count) are the open node's, before and after. The lengths are read
@@ -633,22 +653,10 @@ chunk_run(Chunker *c, PyObject *keys, PyObject *vals, Py_ssize_t level, Py_ssize
     for (Py_ssize_t i = start;
          i < PyList_GET_SIZE(keys) && (vals == NULL || i < PyList_GET_SIZE(vals)); i++) {
         PyObject *k = PyList_GET_ITEM(keys, i);
-        if (!PyBytes_CheckExact(k)) {
-            PyErr_SetString(PyExc_TypeError, "chunker: keys must be bytes");
-            return -1;
-        }
-        Py_ssize_t s1 = *size + PyBytes_GET_SIZE(k);
-        if (vals != NULL) {
-            PyObject *v = PyList_GET_ITEM(vals, i);
-            if (!PyBytes_CheckExact(v)) {
-                PyErr_SetString(PyExc_TypeError, "chunker: values must be bytes");
-                return -1;
-            }
-            s1 += PyBytes_GET_SIZE(v) + c->leaf_entry;
-        } else {
-            s1 += c->internal_entry;
-            *count += 1;
-        }
+        Py_ssize_t bytes = entry_bytes(c, keys, vals, i);
+        if (bytes < 0) return -1;
+        Py_ssize_t s1 = *size + bytes;
+        if (vals == NULL) *count += 1;
         int end = 0;
         if (s1 >= mn) {
             end = 1;
@@ -677,22 +685,9 @@ prefix_sum(Chunker *c, PyObject *keys, PyObject *vals, Py_ssize_t start)
 {
     Py_ssize_t size = 0;
     for (Py_ssize_t i = 0; i < start; i++) {
-        PyObject *k = PyList_GET_ITEM(keys, i);
-        if (!PyBytes_CheckExact(k)) {
-            PyErr_SetString(PyExc_TypeError, "chunker: keys must be bytes");
-            return -1;
-        }
-        size += PyBytes_GET_SIZE(k);
-        if (vals != NULL) {
-            PyObject *v = PyList_GET_ITEM(vals, i);
-            if (!PyBytes_CheckExact(v)) {
-                PyErr_SetString(PyExc_TypeError, "chunker: values must be bytes");
-                return -1;
-            }
-            size += PyBytes_GET_SIZE(v) + c->leaf_entry;
-        } else {
-            size += c->internal_entry;
-        }
+        Py_ssize_t bytes = entry_bytes(c, keys, vals, i);
+        if (bytes < 0) return -1;
+        size += bytes;
     }
     return size;
 }

@@ -56,7 +56,7 @@ def encode_records(
 # cached
 def edit_tree(
     chunker: Chunker,
-    load_cached: Callable[[bytes], Any],
+    lookup: Callable[[bytes], Any] | tuple[dict[bytes, Any], ...],
     make_leaf: Callable[..., tuple[Any, bytes]],
     make_internal: Callable[..., tuple[Any, bytes]],
     root: Any,
