@@ -1278,8 +1278,7 @@ class _Core:
         where it would fail every later batch of this object."""
         if not verified:
             check_batch(nodes)
-        if nodes and max(map(len, nodes.values())) > MAX_NODE_SIZE:
-            _check_sizes(nodes.items())
+        _check_sizes(nodes.items())
         self.staged.update(nodes)
 
     def _unstage(self, taken: Mapping[bytes, bytes]) -> None:

@@ -375,14 +375,11 @@ class Nodes:
 
     def add(self, node: Node, data: bytes) -> None:
         """Buffer a new node for the next :meth:`flush`."""
-        if node.address in self._pending or node.address in self._cache:
-            return
-        self._pending[node.address] = data
-        self._pending_nodes[node.address] = node
-        self._pending_bytes += len(data)
+        self.add_all([(node, data)])
 
     def add_all(self, made: list[tuple[Node, bytes]]) -> None:
-        """:meth:`add` each ``(node, data)`` of ``made``."""
+        """Buffer each new ``(node, data)`` of ``made`` for the next :meth:`flush` (one
+        already pending or cached is left as it is)."""
         pending, nodes, cache = self._pending, self._pending_nodes, self._cache
         added = 0
         for node, data in made:

@@ -462,6 +462,15 @@ def _check_pair(key: object, value: object) -> None:
         )
 
 
+def _native_chunker(nodes: Nodes) -> Any:
+    """The C chunker for edits of trees in ``nodes`` through store/_speedups.c edit_tree (for
+    roots below level 60), or None: no extension, or a subclass of Nodes, which reads and
+    counts its own way through its load()."""
+    if type(nodes) is not Nodes:
+        return None
+    return _survival_table(nodes.config.target, nodes.config.max_size).native
+
+
 def _check_sorted(keys: list[bytes], values: list[bytes | None]) -> None:
     """TreeError unless ``keys`` are strictly ascending bytes and ``values`` theirs (bytes,
     or None to delete)."""
@@ -841,7 +850,7 @@ class Tree:
         nodes = self.nodes
         root = await nodes.load(self.root)
         top: list[Ref] | None = None
-        chunker = self._native_chunker(root)
+        chunker = _native_chunker(nodes) if root.level < 60 else None
         if chunker is not None:
             # Every level in one C call (store/_speedups.c edit_tree: the walk of
             # _edit_level, level after level) over cached nodes. A node that is not cached
@@ -894,17 +903,6 @@ class Tree:
         if top is None:
             return self
         return await self._done(top, root.level, flush)
-
-    def _native_chunker(self, root: Node) -> Any:
-        """The C chunker for an edit of this tree (root node ``root``) through
-        store/_speedups.c edit_tree, or None: no extension, a subclass of Nodes, a root too
-        high for the C walk."""
-        nodes = self.nodes
-        config = nodes.config
-        chunker = _survival_table(config.target, config.max_size).native
-        if chunker is not None and type(nodes) is Nodes and root.level < 60:
-            return chunker
-        return None
 
     def _native_pass(
         self,
@@ -1233,36 +1231,23 @@ async def edit_trees(
     of one ``edit_sorted`` each; any other goes through ``edit_sorted``. Same nodes, same
     counts."""
     out: dict[str, bytes] = {}
-    plain = type(nodes) is Nodes
-    config = nodes.config
-    chunker = _survival_table(config.target, config.max_size).native if plain else None
+    chunker = _native_chunker(nodes)
     maps = nodes.cached_maps()
-    stats = nodes.stats
     for name, (address, keys, values) in edits.items():
         if not checked:
             _check_sorted(keys, values)
-        if not keys:
-            out[name] = address
-            continue
-        root = nodes.load_cached(address) if chunker is not None else None
+        tree = Tree(nodes, address)
+        root = nodes.load_cached(address) if chunker is not None and keys else None
         if root is not None and root.level < 60:
-            stats.reads += 1  # (as _edit's load of the root counts it)
-            done = _native.edit_tree(  # type: ignore[union-attr]
-                chunker, maps, make_leaf, make_internal, root, keys, values,
-                config.min_size, config.max_size,
-            )  # fmt: skip
-            if type(done) is not bytes:
-                top, emitted, visits = done
-                stats.reads += visits
-                nodes.add_all(emitted)
-                if top is None:
-                    out[name] = address
-                    continue
-                tree = Tree(nodes, address)
-                out[name] = (tree._single_root(top) or await tree._done(top, root.level, False)).root
+            nodes.stats.reads += 1  # (as _edit's load of the root counts it)
+            top = tree._native_pass(chunker, maps, root, keys, values)
+            if not isinstance(top, bytes):
+                if top is not None:
+                    tree = tree._single_root(top) or await tree._done(top, root.level, False)
+                out[name] = tree.root
                 continue
-            stats.reads -= 1  # a miss: _edit reads the root again, and counts that
-        out[name] = (await Tree(nodes, address)._edit(keys, values, False)).root
+            nodes.stats.reads -= 1  # a miss: _edit reads the root again, and counts that
+        out[name] = (await tree._edit(keys, values, False)).root
     return out
 
 
